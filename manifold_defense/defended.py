@@ -1,0 +1,131 @@
+"""``DefendedClassifier``: classify the projection of the input onto the generator's range.
+
+Example:
+    >>> import torch
+    >>> from manifold_defense import DefendedClassifier, ProjectionConfig
+    >>> from manifold_defense.models import MLP, WGANGenerator
+    >>> defended = DefendedClassifier(MLP(), WGANGenerator(dim=8), ProjectionConfig(restarts=2, steps=10)).eval()
+    >>> defended(torch.rand(3, 1, 28, 28)).shape
+    torch.Size([3, 10])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .projection import ProjectionConfig, ProjectionResult, latent_dim_of, project
+from .validation import check_images, module_device_dtype
+
+__all__ = ["DefendedClassifier", "GradientMode"]
+
+GradientMode = Literal["detached", "bpda", "unrolled"]
+
+
+class DefendedClassifier(nn.Module):
+    """C(G(z*(x))): a classifier behind a projection onto a generator's range (Defense-GAN).
+
+    Args:
+        classifier: C, images -> logits.
+        generator: G, (n, k) -> images; must expose ``latent_dim`` or pass ``latent_dim``.
+        config: projection settings.
+        operator: measurement operator A (identity by default).
+        encoder: optional E, images -> z, used as a warm start (restart 0).
+        latent_dim: k, when G has no ``latent_dim`` attribute.
+        gradient: what ``forward`` gives autograd with respect to x:
+            ``"detached"`` (default): the projection is a constant, d logits / d x = 0 (what a naive
+            white-box attacker sees; attack it with the adaptive attacks in ``attacks``);
+            ``"bpda"``: straight-through, the backward pass treats the projection as the identity
+            (Athalye et al. 2018);
+            ``"unrolled"``: the true gradient through every optimisation step (memory-hungry).
+
+    The wrapped modules become submodules (so ``.to()``, ``.eval()`` and ``state_dict`` reach them),
+    but the wrapper itself never changes their mode, device or weights.
+
+    Shape:
+        input (N, C, H, W) matching G's output; output (N, num_classes).
+
+    Raises:
+        ValueError: unknown ``gradient``, a generator without latent size, or a generator whose
+            output is not (n, C, H, W).
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        generator: nn.Module,
+        config: ProjectionConfig | None = None,
+        *,
+        operator: nn.Module | None = None,
+        encoder: nn.Module | None = None,
+        latent_dim: int | None = None,
+        gradient: GradientMode = "detached",
+    ) -> None:
+        super().__init__()
+        if not isinstance(classifier, nn.Module) or not isinstance(generator, nn.Module):
+            raise TypeError("classifier and generator must be torch.nn.Module instances")
+        if gradient not in ("detached", "bpda", "unrolled"):
+            raise ValueError(f"gradient must be 'detached', 'bpda' or 'unrolled', got {gradient!r}")
+        self.classifier = classifier
+        self.generator = generator
+        self.operator = operator
+        self.encoder = encoder
+        self.config = config or ProjectionConfig()
+        self.latent_dim = latent_dim_of(generator, latent_dim)
+        self.gradient: GradientMode = gradient
+        self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of G's output (probed once with one latent vector if G does not declare it)."""
+        if self._image_shape is None:
+            device, dtype = module_device_dtype(self.generator)
+            with torch.no_grad():
+                out = self.generator(torch.zeros(1, self.latent_dim, device=device, dtype=dtype))
+            if out.dim() != 4:
+                raise ValueError(f"generator output must be (n, C, H, W), got {tuple(out.shape)}")
+            self._image_shape = tuple(out.shape[1:])
+        return self._image_shape
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate a batch for this model (see :func:`manifold_defense.validation.check_images`)."""
+        device, dtype = module_device_dtype(self.generator)
+        return check_images(x, shape=self.image_shape, pixel_range=self.config.pixel_range, device=device, dtype=dtype)
+
+    def project(
+        self, x: torch.Tensor, *, rng: torch.Generator | None = None, create_graph: bool = False,
+        config: ProjectionConfig | None = None,
+    ) -> ProjectionResult:
+        """Project x onto G's range; see :func:`manifold_defense.projection.project`.
+
+        Args:
+            x: images (N, C, H, W).
+            rng: CPU generator for the restarts (default: ``config.seed`` or torch's global RNG).
+            create_graph: keep the optimisation in the autograd graph.
+            config: override the model's projection settings for this call.
+        """
+        self.check_input(x)
+        return project(
+            self.generator, x, config or self.config, operator=self.operator, encoder=self.encoder,
+            rng=rng, latent_dim=self.latent_dim, create_graph=create_graph,
+        )
+
+    def purify(self, x: torch.Tensor, *, rng: torch.Generator | None = None) -> torch.Tensor:
+        """The projected images G(z*), with the gradient behaviour of ``self.gradient``."""
+        if self.gradient == "unrolled":
+            return self.project(x, rng=rng, create_graph=torch.is_grad_enabled()).x_hat
+        x_hat = self.project(x, rng=rng).x_hat
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return x_hat
+        if self.gradient == "bpda":
+            return x + (x_hat - x).detach()  # value G(z*), gradient the identity
+        return x_hat + 0.0 * x  # in the caller's graph, with zero gradient: the projection is a constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.purify(x))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"restarts={c.restarts}, steps={c.steps}, optimizer={c.optimizer}, gradient={self.gradient}"

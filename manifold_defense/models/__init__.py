@@ -1,0 +1,50 @@
+"""Architectures known to the checkpoint format, by name.
+
+Example:
+    >>> from manifold_defense.models import build
+    >>> build("mlp", hidden=32).net[1].out_features
+    32
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .classifiers import MLP, ModelA
+from .generators import Encoder, WGANCritic, WGANGenerator
+
+__all__ = ["ARCHITECTURES", "build", "architecture_name", "MLP", "ModelA", "Encoder", "WGANCritic", "WGANGenerator"]
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "model_a": ModelA,
+    "mlp": MLP,
+    "wgan_generator": WGANGenerator,
+    "wgan_critic": WGANCritic,
+    "encoder": Encoder,
+}
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Construct the architecture registered as ``name`` with constructor ``kwargs``.
+
+    Raises:
+        ValueError: unknown name.
+        TypeError: an argument the architecture does not take.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**kwargs)
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The registry name of ``model``'s class.
+
+    Raises:
+        ValueError: the class is not registered (it cannot be saved in this format).
+    """
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered architecture; known: {sorted(ARCHITECTURES)}")

@@ -1,0 +1,357 @@
+"""The projection engine: z* = argmin_z ||A(G(z)) - A(x)||^2 + lambda ||z||^2, batched.
+
+Every image gets R restarts, and all images x restarts of a chunk are optimised as one
+(rows, k) tensor: one generator call per step for the whole chunk, never a Python loop per image.
+The optimiser (momentum SGD or Adam) is written out on tensors so that it can
+
+* drop rows: per-sample early stopping freezes a row whose loss stopped improving, and successive
+  halving keeps only the better half of each image's restarts at chosen points; frozen or dropped
+  rows cost nothing in later steps;
+* be differentiated: with ``create_graph=True`` every update stays in the autograd graph (the
+  "unrolled" adaptive attack differentiates through the whole optimisation).
+
+Only z is optimised: gradients are taken with ``torch.autograd.grad`` with respect to z alone, so
+the generator's parameters never accumulate ``.grad`` and are never modified.
+
+Example:
+    >>> import torch
+    >>> from manifold_defense.models import WGANGenerator
+    >>> from manifold_defense.projection import ProjectionConfig, project
+    >>> G = WGANGenerator(dim=8).eval()
+    >>> x = G(torch.randn(4, 128)).detach()
+    >>> out = project(G, x, ProjectionConfig(restarts=2, steps=20), rng=torch.Generator().manual_seed(0))
+    >>> out.x_hat.shape, out.z.shape, out.residual.shape
+    (torch.Size([4, 1, 28, 28]), torch.Size([4, 128]), torch.Size([4]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .operators import Identity
+from .validation import check_images, module_device_dtype
+
+__all__ = ["ProjectionConfig", "ProjectionResult", "project", "latent_dim_of"]
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """How to solve min_z ||A(G(z)) - A(x)||^2 + latent_penalty * ||z||^2.
+
+    The loss per restart is the mean squared error over measurement entries (per-pixel MSE for the
+    identity operator) plus the penalty, as in Defense-GAN.
+
+    Args:
+        restarts: R, random initialisations per image; the one with the lowest final loss wins.
+        steps: L, gradient steps per restart (an upper bound when early stopping or halving is on).
+        optimizer: ``"momentum"`` (heavy-ball SGD, Defense-GAN's) or ``"adam"``.
+        lr: step size.
+        momentum: momentum coefficient (SGD) or beta1 (Adam).
+        beta2: Adam's second-moment decay.
+        lr_decay: factor applied to lr at each point of ``decay_at``.
+        decay_at: fractions of ``steps`` at which lr is multiplied by ``lr_decay`` (step decay).
+        latent_penalty: lambda; 0 disables the penalty.
+        init_std: std of the Gaussian restarts; None means 1/sqrt(k) (Defense-GAN's initialiser).
+        halving_at: fractions of ``steps`` at which each image keeps its better half of restarts.
+        early_stop_tol: > 0 turns on per-sample early stopping: a row stops when its loss has not
+            fallen by this relative amount for ``patience`` consecutive steps.
+        patience: see ``early_stop_tol``.
+        use_encoder: when the caller supplies an encoder E, restart 0 starts at E(x).
+        max_batch: at most this many rows (images x restarts) are optimised at once (memory bound).
+        seed: with no ``rng`` passed to :func:`project`, a fixed seed makes restarts reproducible;
+            None draws from torch's global RNG (so ``torch.manual_seed`` reproduces them).
+        pixel_range: inclusive range inputs must lie in.
+
+    Raises:
+        ValueError: any out-of-range hyperparameter.
+    """
+
+    restarts: int = 10
+    steps: int = 200
+    optimizer: Literal["momentum", "adam"] = "momentum"
+    lr: float = 10.0
+    momentum: float = 0.7
+    beta2: float = 0.999
+    lr_decay: float = 0.1
+    decay_at: tuple[float, ...] = (0.8,)
+    latent_penalty: float = 0.0
+    init_std: float | None = None
+    halving_at: tuple[float, ...] = ()
+    early_stop_tol: float = 0.0
+    patience: int = 10
+    use_encoder: bool = True
+    max_batch: int = 4096
+    seed: int | None = None
+    pixel_range: tuple[float, float] = field(default=(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}"),
+            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+            (self.optimizer in ("momentum", "adam"), f"optimizer must be 'momentum' or 'adam', got {self.optimizer!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2}"),
+            (self.lr_decay > 0, f"lr_decay must be > 0, got {self.lr_decay}"),
+            (all(0 <= f <= 1 for f in self.decay_at), f"decay_at fractions must be in [0, 1], got {self.decay_at}"),
+            (all(0 <= f <= 1 for f in self.halving_at), f"halving_at fractions must be in [0, 1], got {self.halving_at}"),
+            (self.latent_penalty >= 0, f"latent_penalty must be >= 0, got {self.latent_penalty}"),
+            (self.init_std is None or self.init_std > 0, f"init_std must be > 0, got {self.init_std}"),
+            (self.early_stop_tol >= 0, f"early_stop_tol must be >= 0, got {self.early_stop_tol}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}"),
+            (self.pixel_range[0] < self.pixel_range[1], f"pixel_range must be (low, high), got {self.pixel_range}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        object.__setattr__(self, "decay_at", tuple(self.decay_at))
+        object.__setattr__(self, "halving_at", tuple(self.halving_at))
+        object.__setattr__(self, "pixel_range", tuple(self.pixel_range))
+
+    @classmethod
+    def defense_gan(cls, **overrides: Any) -> "ProjectionConfig":
+        """Defense-GAN's reference settings (Samangouei et al. 2018, ``models/gan.py``): R=10, L=200,
+        momentum 0.7, lr 10 decayed x0.1 at 80% of the steps, z0 ~ N(0, 1/k)."""
+        return dataclasses.replace(cls(), **overrides)
+
+    def replace(self, **changes: Any) -> "ProjectionConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of all fields."""
+        d = dataclasses.asdict(self)
+        d["decay_at"], d["halving_at"], d["pixel_range"] = list(self.decay_at), list(self.halving_at), list(self.pixel_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProjectionConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ProjectionConfig fields: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("decay_at", "halving_at", "pixel_range"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class ProjectionResult:
+    """What a projection returns.
+
+    Attributes:
+        x_hat: G(z*), shape (N, C, H, W).
+        z: z*, shape (N, k).
+        residual: mean squared measurement error ||A(G(z*)) - A(x)||^2 / m per image, shape (N,).
+        loss: residual + latent_penalty * ||z*||^2, shape (N,).
+        generator_calls: rows x forward passes spent (for throughput accounting).
+    """
+
+    x_hat: torch.Tensor
+    z: torch.Tensor
+    residual: torch.Tensor
+    loss: torch.Tensor
+    generator_calls: int
+
+
+def latent_dim_of(generator: nn.Module, latent_dim: int | None = None) -> int:
+    """``latent_dim`` if given, else ``generator.latent_dim``.
+
+    Raises:
+        ValueError: neither is available.
+    """
+    k = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError("the generator has no integer attribute latent_dim; pass latent_dim=k explicitly")
+    return k
+
+
+def _milestones(fractions: tuple[float, ...], steps: int) -> list[int]:
+    return sorted({min(steps, max(0, round(f * steps))) for f in fractions})
+
+
+def _lr_at(config: ProjectionConfig, step: int, decay_steps: list[int]) -> float:
+    return config.lr * config.lr_decay ** sum(step >= s for s in decay_steps)
+
+
+def _row_loss(
+    generator: nn.Module, operator: nn.Module, z: torch.Tensor, y: torch.Tensor, penalty: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_hat, residual, loss) for rows z against measurements y (one row of y per row of z)."""
+    x_hat = generator(z)
+    residual = (operator(x_hat) - y).flatten(1).pow(2).mean(1)
+    loss = residual + penalty * z.pow(2).sum(1) if penalty > 0 else residual
+    return x_hat, residual, loss
+
+
+def _project_chunk(
+    generator: nn.Module,
+    operator: nn.Module,
+    y: torch.Tensor,
+    z0: torch.Tensor,
+    config: ProjectionConfig,
+    create_graph: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Optimise z0 (b, R, k) against y (b, ...); return per-image best (x_hat, z, residual, loss, calls)."""
+    b, restarts, k = z0.shape
+    # Rows are (image, restart) pairs; `owner` maps a row to its image, `alive` lists rows still in play.
+    z = z0.reshape(b * restarts, k)
+    owner = torch.arange(b, device=z.device).repeat_interleave(restarts)
+    m1 = torch.zeros_like(z)
+    m2 = torch.zeros_like(z)
+    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+    best = torch.full((z.shape[0],), math.inf, device=z.device)
+    stale = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    decay_steps = _milestones(config.decay_at, config.steps)
+    halving_steps = set(_milestones(config.halving_at, config.steps)) - {0}
+    calls = 0
+    last_loss = torch.full((z.shape[0],), math.inf, device=z.device)
+
+    for step in range(config.steps):
+        if step in halving_steps and restarts > 1:
+            # Keep the better half of each image's surviving restarts (rows are grouped per image).
+            per_image = z.shape[0] // b
+            keep = max(1, per_image // 2)
+            order = last_loss.view(b, per_image).argsort(dim=1)[:, :keep]
+            rows = (order + torch.arange(b, device=z.device)[:, None] * per_image).reshape(-1)
+            z, m1, m2, active, best, stale, owner, last_loss = (
+                t[rows] for t in (z, m1, m2, active, best, stale, owner, last_loss)
+            )
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        z_act = z[idx]
+        if not create_graph:
+            z_act = z_act.detach()
+        z_act = z_act if z_act.requires_grad else z_act.requires_grad_(True)
+        _, _, loss = _row_loss(generator, operator, z_act, y[owner[idx]], config.latent_penalty)
+        (grad,) = torch.autograd.grad(loss.sum(), z_act, create_graph=create_graph)
+        calls += idx.numel()
+        lr = _lr_at(config, step, decay_steps)
+        if config.optimizer == "momentum":
+            new_m1 = config.momentum * m1[idx] + grad
+            update = new_m1
+            m1 = m1.index_copy(0, idx, new_m1)
+        else:
+            t = step + 1
+            new_m1 = config.momentum * m1[idx] + (1 - config.momentum) * grad
+            new_m2 = config.beta2 * m2[idx] + (1 - config.beta2) * grad * grad
+            m1, m2 = m1.index_copy(0, idx, new_m1), m2.index_copy(0, idx, new_m2)
+            update = (new_m1 / (1 - config.momentum**t)) / ((new_m2 / (1 - config.beta2**t)).sqrt() + 1e-8)
+        z = z.index_copy(0, idx, z_act - lr * update)
+        loss_now = loss.detach()
+        last_loss = last_loss.index_copy(0, idx, loss_now)
+        if config.early_stop_tol > 0:
+            improved = loss_now < best[idx] * (1 - config.early_stop_tol)
+            best = best.index_copy(0, idx, torch.where(improved, loss_now, best[idx]))
+            stale = stale.index_copy(0, idx, torch.where(improved, 0, stale[idx] + 1))
+            active = active & (stale < config.patience)
+
+    # Final evaluation of every surviving row, then the best restart per image.
+    with torch.set_grad_enabled(create_graph):
+        x_hat, residual, loss = _row_loss(generator, operator, z if create_graph else z.detach(), y[owner],
+                                          config.latent_penalty)
+    calls += z.shape[0]
+    per_image = z.shape[0] // b
+    pick = loss.detach().view(b, per_image).argmin(dim=1) + torch.arange(b, device=z.device) * per_image
+    return x_hat[pick], z[pick], residual[pick], loss[pick], calls
+
+
+def project(
+    generator: nn.Module,
+    x: torch.Tensor | None,
+    config: ProjectionConfig | None = None,
+    *,
+    operator: nn.Module | None = None,
+    encoder: nn.Module | None = None,
+    rng: torch.Generator | None = None,
+    latent_dim: int | None = None,
+    create_graph: bool = False,
+    measurements: torch.Tensor | None = None,
+) -> ProjectionResult:
+    """Find z* for each image of ``x`` and return G(z*) with diagnostics.
+
+    Args:
+        generator: G: (n, k) -> (n, C, H, W); its parameters are never modified.
+        x: images (N, C, H, W) in ``config.pixel_range``, on the generator's device and dtype.
+        config: optimisation settings (default ``ProjectionConfig()``).
+        operator: measurement operator A (default identity).
+        encoder: optional E: images -> (N, k); with ``config.use_encoder`` restart 0 starts at E(x).
+        rng: CPU ``torch.Generator`` for the restarts (overrides ``config.seed``). Restarts are drawn
+            on the CPU and then moved, so a seed gives the same restarts on every device.
+        latent_dim: k, if the generator has no ``latent_dim`` attribute.
+        create_graph: keep the whole optimisation in the autograd graph (unrolled differentiation
+            with respect to x); otherwise the result carries no gradient to x.
+        measurements: y = A(x) given directly (inverse problems); then ``x`` may be None.
+
+    Returns:
+        :class:`ProjectionResult`.
+
+    Shape:
+        x (N, C, H, W) -> x_hat (N, C, H, W), z (N, k), residual (N,), loss (N,).
+
+    Raises:
+        TypeError, ValueError: bad images (see :func:`manifold_defense.validation.check_images`),
+            or a generator without ``latent_dim``.
+    """
+    config = config or ProjectionConfig()
+    operator = operator if operator is not None else Identity()
+    k = latent_dim_of(generator, latent_dim)
+    device, dtype = module_device_dtype(generator)
+    if measurements is None:
+        if x is None:
+            raise ValueError("project needs images x or measurements")
+        check_images(x, pixel_range=config.pixel_range, device=device, dtype=dtype)
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            y = operator(x)
+        n_images, ref = x.shape[0], x
+    else:
+        if not isinstance(measurements, torch.Tensor) or not measurements.is_floating_point():
+            raise TypeError("measurements must be a floating-point torch.Tensor")
+        if not bool(torch.isfinite(measurements).all()):
+            raise ValueError("measurements contain NaN or infinite values")
+        if device is not None and measurements.device != device:
+            raise ValueError(f"measurements are on {measurements.device} but the generator is on {device}")
+        y, n_images, ref = measurements, measurements.shape[0], measurements
+    if not create_graph:
+        y = y.detach()
+
+    if rng is None and config.seed is not None:
+        rng = torch.Generator().manual_seed(config.seed)
+    std = config.init_std if config.init_std is not None else 1.0 / math.sqrt(k)
+    # Drawn restart-major, so restart r of image i is the same draw whatever R is: more restarts
+    # only add candidates (and a seed gives the same restarts on every device).
+    z0 = torch.randn(config.restarts, n_images, k, generator=rng).transpose(0, 1)
+    z0 = (z0 * std).to(device=ref.device, dtype=ref.dtype)
+    if encoder is not None and config.use_encoder:
+        if x is None:
+            raise ValueError("an encoder warm start needs the images x, not only measurements")
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            z_enc = encoder(x)
+        if tuple(z_enc.shape) != (n_images, k):
+            raise ValueError(f"encoder returned shape {tuple(z_enc.shape)}, expected {(n_images, k)}")
+        z0 = torch.cat([z_enc.unsqueeze(1).to(z0.dtype), z0[:, 1:]], dim=1)
+
+    chunk = max(1, config.max_batch // config.restarts)
+    parts = []
+    calls = 0
+    with torch.enable_grad():
+        for start in range(0, n_images, chunk):
+            sl = slice(start, start + chunk)
+            *part, c = _project_chunk(generator, operator, y[sl], z0[sl], config, create_graph)
+            parts.append(part)
+            calls += c
+    x_hat, z, residual, loss = (torch.cat(t) for t in zip(*parts))
+    if not create_graph:
+        x_hat, z, residual, loss = x_hat.detach(), z.detach(), residual.detach(), loss.detach()
+    return ProjectionResult(x_hat=x_hat, z=z, residual=residual, loss=loss, generator_calls=calls)
