@@ -37,3 +37,50 @@ def on_range(tiny_generator: WGANGenerator) -> tuple[torch.Tensor, torch.Tensor]
     z = torch.randn(6, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         return tiny_generator(z), z
+
+
+class PCAGenerator(torch.nn.Module):
+    """A linear generator G(z) = mean + z @ basis: projection onto an affine PCA subspace (tests only)."""
+
+    def __init__(self, images: torch.Tensor, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.output_shape = tuple(images.shape[1:])
+        flat = images.flatten(1)
+        mean = flat.mean(0)
+        _, s, v = torch.linalg.svd(flat - mean, full_matrices=False)
+        self.register_buffer("mean", mean)
+        self.register_buffer("basis", v[:latent_dim] * (s[:latent_dim, None] / flat.shape[0] ** 0.5))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.mean + z @ self.basis).view(-1, *self.output_shape)
+
+
+@pytest.fixture(scope="session")
+def fmnist_small() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from manifold_defense.data import load_idx_split
+
+    x_train, y_train = load_idx_split("train", limit=2000)
+    x_test, y_test = load_idx_split("test", limit=64)
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(fmnist_small) -> MLP:
+    """A small MLP trained for a few seconds on 2,000 Fashion-MNIST images (~75% test accuracy)."""
+    x, y, _, _ = fmnist_small
+    torch.manual_seed(0)
+    model = MLP(hidden=64, depth=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(8):
+        for i in range(0, len(x), 100):
+            loss = torch.nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def pca_generator(fmnist_small) -> PCAGenerator:
+    return PCAGenerator(fmnist_small[0], latent_dim=24).eval()

@@ -1,0 +1,71 @@
+"""safetensors + JSON checkpoints: round trips and refusal of bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from manifold_defense.checkpoint import CheckpointError, load_model, read_config, save_model
+from manifold_defense.models import MLP, Encoder, ModelA, WGANGenerator
+
+
+@pytest.mark.parametrize("model", [ModelA(width=4), MLP(hidden=8), WGANGenerator(latent_dim=8, dim=4), Encoder(dim=4)])
+def test_round_trip_gives_identical_outputs(tmp_path: Path, model: torch.nn.Module):
+    model.eval()
+    save_model(model, tmp_path / "m", metadata={"seed": 3})
+    loaded = load_model(tmp_path / "m.json")
+    x = torch.randn(2, 8) if isinstance(model, WGANGenerator) else torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert type(loaded) is type(model) and not loaded.training
+    assert read_config(tmp_path / "m")["metadata"] == {"seed": 3}
+
+
+def test_tampered_weights_are_refused(tmp_path: Path):
+    save_model(MLP(hidden=8), tmp_path / "m")
+    path = tmp_path / "m.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_model(tmp_path / "m")
+
+
+def test_truncated_weights_are_refused(tmp_path: Path):
+    save_model(MLP(hidden=8), tmp_path / "m")
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "m")
+
+
+def test_bad_configs_are_refused(tmp_path: Path):
+    save_model(MLP(hidden=8), tmp_path / "m")
+    config_path = tmp_path / "m.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_model(tmp_path / "m")
+    config_path.write_text(json.dumps({**config, "architecture": "resnet9000"}))
+    with pytest.raises(CheckpointError, match="unknown architecture"):
+        load_model(tmp_path / "m")
+    config_path.write_text(json.dumps({**config, "kwargs": {"hidden": 16}}))
+    with pytest.raises(CheckpointError, match="does not load"):
+        load_model(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nothing")
+
+
+def test_unregistered_architectures_cannot_be_saved(tmp_path: Path):
+    with pytest.raises(ValueError, match="not a registered"):
+        save_model(torch.nn.Linear(2, 2), tmp_path / "m")
+
+
+def test_no_pickle_in_weights(tmp_path: Path):
+    save_model(MLP(hidden=8), tmp_path / "m")
+    assert b"\x80\x04" not in (tmp_path / "m.safetensors").read_bytes()[:8]  # no pickle protocol header
+    header_len = int.from_bytes((tmp_path / "m.safetensors").read_bytes()[:8], "little")
+    json.loads((tmp_path / "m.safetensors").read_bytes()[8:8 + header_len])  # safetensors' JSON header
