@@ -7,12 +7,14 @@ Three lines wrap a classifier:
     >>> logits = defended(images)                                                          # doctest: +SKIP
 """
 
+__version__ = "0.1.0"
+
 from .checkpoint import CheckpointError, load_model, save_model
 from .defended import DefendedClassifier
+from .export import export, load, save_bundle
 from .projection import ProjectionConfig, ProjectionResult, project
 
 __all__ = [
     "CheckpointError", "DefendedClassifier", "ProjectionConfig", "ProjectionResult",
-    "load_model", "save_model", "project",
+    "export", "load", "load_model", "project", "save_bundle", "save_model",
 ]
-__version__ = "0.1.0"

@@ -37,7 +37,7 @@ from torch import nn
 from .operators import Identity
 from .validation import check_images, module_device_dtype
 
-__all__ = ["ProjectionConfig", "ProjectionResult", "project", "latent_dim_of"]
+__all__ = ["ProjectionConfig", "ProjectionLoop", "ProjectionResult", "project", "latent_dim_of"]
 
 
 @dataclass(frozen=True)
@@ -180,91 +180,114 @@ def _milestones(fractions: tuple[float, ...], steps: int) -> list[int]:
     return sorted({min(steps, max(0, round(f * steps))) for f in fractions})
 
 
-def _lr_at(config: ProjectionConfig, step: int, decay_steps: list[int]) -> float:
-    return config.lr * config.lr_decay ** sum(step >= s for s in decay_steps)
+class ProjectionLoop(nn.Module):
+    """The optimisation itself, for one chunk of images: TorchScript-compatible, so that the library
+    runs it eagerly and :mod:`manifold_defense.export` scripts the very same code.
 
+    Args:
+        generator: G.
+        operator: A.
+        config: the settings (copied into plain attributes).
 
-def _row_loss(
-    generator: nn.Module, operator: nn.Module, z: torch.Tensor, y: torch.Tensor, penalty: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_hat, residual, loss) for rows z against measurements y (one row of y per row of z)."""
-    x_hat = generator(z)
-    residual = (operator(x_hat) - y).flatten(1).pow(2).mean(1)
-    loss = residual + penalty * z.pow(2).sum(1) if penalty > 0 else residual
-    return x_hat, residual, loss
+    Shape:
+        forward(y (b, ...), z0 (b, R, k), create_graph) -> x_hat (b, C, H, W), z (b, k),
+        residual (b,), loss (b,), rows x forward passes spent (int).
+    """
 
+    def __init__(self, generator: nn.Module, operator: nn.Module, config: ProjectionConfig) -> None:
+        super().__init__()
+        self.generator = generator
+        self.operator = operator
+        self.steps = config.steps
+        self.adam = config.optimizer == "adam"
+        self.lr = config.lr
+        self.beta1 = config.momentum
+        self.beta2 = config.beta2
+        self.lr_decay = config.lr_decay
+        self.decay_steps: list[int] = _milestones(config.decay_at, config.steps)
+        self.halving_steps: list[int] = [s for s in _milestones(config.halving_at, config.steps) if s > 0]
+        self.penalty = config.latent_penalty
+        self.early_stop_tol = config.early_stop_tol
+        self.patience = config.patience
 
-def _project_chunk(
-    generator: nn.Module,
-    operator: nn.Module,
-    y: torch.Tensor,
-    z0: torch.Tensor,
-    config: ProjectionConfig,
-    create_graph: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Optimise z0 (b, R, k) against y (b, ...); return per-image best (x_hat, z, residual, loss, calls)."""
-    b, restarts, k = z0.shape
-    # Rows are (image, restart) pairs; `owner` maps a row to its image, `alive` lists rows still in play.
-    z = z0.reshape(b * restarts, k)
-    owner = torch.arange(b, device=z.device).repeat_interleave(restarts)
-    m1 = torch.zeros_like(z)
-    m2 = torch.zeros_like(z)
-    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-    best = torch.full((z.shape[0],), math.inf, device=z.device)
-    stale = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-    decay_steps = _milestones(config.decay_at, config.steps)
-    halving_steps = set(_milestones(config.halving_at, config.steps)) - {0}
-    calls = 0
-    last_loss = torch.full((z.shape[0],), math.inf, device=z.device)
+    def row_loss(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_hat, residual, loss) for rows z against measurements y (one row of y per row of z)."""
+        x_hat = self.generator(z)
+        residual = (self.operator(x_hat) - y).flatten(1).pow(2).mean(1)
+        loss = residual + self.penalty * z.pow(2).sum(1) if self.penalty > 0 else residual
+        return x_hat, residual, loss
 
-    for step in range(config.steps):
-        if step in halving_steps and restarts > 1:
-            # Keep the better half of each image's surviving restarts (rows are grouped per image).
-            per_image = z.shape[0] // b
-            keep = max(1, per_image // 2)
-            order = last_loss.view(b, per_image).argsort(dim=1)[:, :keep]
-            rows = (order + torch.arange(b, device=z.device)[:, None] * per_image).reshape(-1)
-            z, m1, m2, active, best, stale, owner, last_loss = (
-                t[rows] for t in (z, m1, m2, active, best, stale, owner, last_loss)
-            )
-        idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        z_act = z[idx]
-        if not create_graph:
-            z_act = z_act.detach()
-        z_act = z_act if z_act.requires_grad else z_act.requires_grad_(True)
-        _, _, loss = _row_loss(generator, operator, z_act, y[owner[idx]], config.latent_penalty)
-        (grad,) = torch.autograd.grad(loss.sum(), z_act, create_graph=create_graph)
-        calls += idx.numel()
-        lr = _lr_at(config, step, decay_steps)
-        if config.optimizer == "momentum":
-            new_m1 = config.momentum * m1[idx] + grad
-            update = new_m1
-            m1 = m1.index_copy(0, idx, new_m1)
-        else:
-            t = step + 1
-            new_m1 = config.momentum * m1[idx] + (1 - config.momentum) * grad
-            new_m2 = config.beta2 * m2[idx] + (1 - config.beta2) * grad * grad
-            m1, m2 = m1.index_copy(0, idx, new_m1), m2.index_copy(0, idx, new_m2)
-            update = (new_m1 / (1 - config.momentum**t)) / ((new_m2 / (1 - config.beta2**t)).sqrt() + 1e-8)
-        z = z.index_copy(0, idx, z_act - lr * update)
-        loss_now = loss.detach()
-        last_loss = last_loss.index_copy(0, idx, loss_now)
-        if config.early_stop_tol > 0:
-            improved = loss_now < best[idx] * (1 - config.early_stop_tol)
-            best = best.index_copy(0, idx, torch.where(improved, loss_now, best[idx]))
-            stale = stale.index_copy(0, idx, torch.where(improved, 0, stale[idx] + 1))
-            active = active & (stale < config.patience)
+    def lr_at(self, step: int) -> float:
+        lr = self.lr
+        for s in self.decay_steps:
+            if step >= s:
+                lr = lr * self.lr_decay
+        return lr
 
-    # Final evaluation of every surviving row, then the best restart per image.
-    with torch.set_grad_enabled(create_graph):
-        x_hat, residual, loss = _row_loss(generator, operator, z if create_graph else z.detach(), y[owner],
-                                          config.latent_penalty)
-    calls += z.shape[0]
-    per_image = z.shape[0] // b
-    pick = loss.detach().view(b, per_image).argmin(dim=1) + torch.arange(b, device=z.device) * per_image
-    return x_hat[pick], z[pick], residual[pick], loss[pick], calls
+    def forward(
+        self, y: torch.Tensor, z0: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        grad_was_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)  # a function call, not a context manager: TorchScript accepts it
+        b, restarts, k = z0.shape[0], z0.shape[1], z0.shape[2]
+        # Rows are (image, restart) pairs grouped per image; `owner` maps a row to its image.
+        z = z0.reshape(b * restarts, k)
+        owner = torch.arange(b, device=z.device).repeat_interleave(restarts)
+        m1 = torch.zeros_like(z)
+        m2 = torch.zeros_like(z)
+        active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+        best = torch.full([z.shape[0]], float("inf"), device=z.device, dtype=z.dtype)
+        stale = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        last_loss = torch.full([z.shape[0]], float("inf"), device=z.device, dtype=z.dtype)
+        calls = 0
+        for step in range(self.steps):
+            if step in self.halving_steps and restarts > 1:
+                # Keep the better half of each image's surviving restarts.
+                per_image = z.shape[0] // b
+                keep = max(1, per_image // 2)
+                order = last_loss.view(b, per_image).argsort(dim=1)[:, :keep]
+                rows = (order + torch.arange(b, device=z.device).unsqueeze(1) * per_image).reshape(-1)
+                z, m1, m2, active = z[rows], m1[rows], m2[rows], active[rows]
+                best, stale, owner, last_loss = best[rows], stale[rows], owner[rows], last_loss[rows]
+            idx = active.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            z_act = z[idx]
+            if not create_graph:
+                z_act = z_act.detach()
+            if not z_act.requires_grad:
+                z_act = z_act.requires_grad_(True)
+            _, _, loss = self.row_loss(z_act, y[owner[idx]])
+            grad = torch.autograd.grad([loss.sum()], [z_act], create_graph=create_graph)[0]
+            assert grad is not None
+            calls += idx.numel()
+            lr = self.lr_at(step)
+            if self.adam:
+                t = step + 1
+                new_m1 = self.beta1 * m1[idx] + (1 - self.beta1) * grad
+                new_m2 = self.beta2 * m2[idx] + (1 - self.beta2) * grad * grad
+                m1, m2 = m1.index_copy(0, idx, new_m1), m2.index_copy(0, idx, new_m2)
+                update = (new_m1 / (1 - self.beta1**t)) / ((new_m2 / (1 - self.beta2**t)).sqrt() + 1e-8)
+            else:
+                new_m1 = self.beta1 * m1[idx] + grad
+                m1 = m1.index_copy(0, idx, new_m1)
+                update = new_m1
+            z = z.index_copy(0, idx, z_act - lr * update)
+            loss_now = loss.detach()
+            last_loss = last_loss.index_copy(0, idx, loss_now)
+            if self.early_stop_tol > 0:
+                improved = loss_now < best[idx] * (1 - self.early_stop_tol)
+                best = best.index_copy(0, idx, torch.where(improved, loss_now, best[idx]))
+                stale = stale.index_copy(0, idx, torch.where(improved, torch.zeros_like(stale[idx]), stale[idx] + 1))
+                active = active & (stale < self.patience)
+        # Final evaluation of every surviving row, then the best restart per image.
+        torch.set_grad_enabled(create_graph)
+        x_hat, residual, loss = self.row_loss(z if create_graph else z.detach(), y[owner])
+        torch.set_grad_enabled(grad_was_enabled)
+        calls += z.shape[0]
+        per_image = z.shape[0] // b
+        pick = loss.detach().view(b, per_image).argmin(dim=1) + torch.arange(b, device=z.device) * per_image
+        return x_hat[pick], z[pick], residual[pick], loss[pick], calls
 
 
 def project(
@@ -345,10 +368,11 @@ def project(
     chunk = max(1, config.max_batch // config.restarts)
     parts = []
     calls = 0
-    with torch.enable_grad():
+    loop = ProjectionLoop(generator, operator, config)
+    with torch.set_grad_enabled(torch.is_grad_enabled()):  # restores the caller's grad mode, even on error
         for start in range(0, n_images, chunk):
             sl = slice(start, start + chunk)
-            *part, c = _project_chunk(generator, operator, y[sl], z0[sl], config, create_graph)
+            *part, c = loop(y[sl], z0[sl], create_graph)
             parts.append(part)
             calls += c
     x_hat, z, residual, loss = (torch.cat(t) for t in zip(*parts))

@@ -1,0 +1,234 @@
+"""Ship a defended classifier: a TorchScript file that needs only torch, or a safetensors bundle.
+
+TorchScript (``export``): one ``.pt`` file holding the classifier, the generator, the encoder (if
+any) and the projection loop itself (the same :class:`~manifold_defense.projection.ProjectionLoop`
+code the library runs, scripted). Load it anywhere with plain torch::
+
+    import torch
+    model = torch.jit.load("defended.pt")
+    torch.manual_seed(0)                  # restarts come from torch's global RNG, as in the library
+    logits = model(images)                # images: (N, 1, 28, 28) float in [0, 1]
+
+Bundle (``save_bundle`` / ``load``): a directory of safetensors weights and JSON configs
+(``manifest.json`` names the parts, the projection settings and the versions), loaded by
+``manifold_defense.load(path)`` without unpickling anything; every weights file is checked against
+the SHA-256 in its config.
+
+    python -m manifold_defense.export --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, load_model, save_model
+from .defended import DefendedClassifier
+from .operators import Identity
+from .projection import ProjectionConfig, ProjectionLoop
+
+__all__ = ["export", "save_bundle", "load", "ScriptableDefense", "BUNDLE_FORMAT"]
+
+BUNDLE_FORMAT = "manifold-defense/bundle"
+
+
+class ScriptableDefense(nn.Module):
+    """C(G(z*(x))) in TorchScript-compatible form (what :func:`export` scripts).
+
+    Restarts are drawn as the library draws them with no seed: ``torch.randn`` on the CPU from the
+    global RNG, restart-major; so ``torch.manual_seed(s)`` before a call reproduces the library's
+    predictions for the same seed.
+    """
+
+    def __init__(self, classifier: nn.Module, loop: ProjectionLoop, encoder: Optional[nn.Module],
+                 config: ProjectionConfig, latent_dim: int, image_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.loop = loop
+        self.encoder = encoder
+        self.has_encoder = encoder is not None and config.use_encoder
+        self.restarts = config.restarts
+        self.latent_dim = latent_dim
+        self.init_std = config.init_std if config.init_std is not None else 1.0 / math.sqrt(latent_dim)
+        self.chunk = max(1, config.max_batch // config.restarts)
+        self.low, self.high = float(config.pixel_range[0]), float(config.pixel_range[1])
+        self.image_shape: list[int] = list(image_shape)
+
+    def check(self, x: torch.Tensor) -> None:
+        if not x.is_floating_point():
+            raise ValueError("images must be floating point in the pixel range (e.g. x.float() / 255)")
+        if x.dim() != 4 or list(x.shape[1:]) != self.image_shape:
+            raise ValueError("images must have shape (N, C, H, W) matching the generator's output " + str(self.image_shape))
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or infinite values")
+        if float(x.min()) < self.low - 1e-6 or float(x.max()) > self.high + 1e-6:
+            raise ValueError("images have values outside the pixel range")
+
+    @torch.jit.export
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """G(z*) for a batch of images."""
+        self.check(x)
+        n = x.shape[0]
+        z0 = torch.randn([self.restarts, n, self.latent_dim]).transpose(0, 1)
+        z0 = (z0 * self.init_std).to(device=x.device, dtype=x.dtype)
+        encoder = self.encoder
+        if self.has_encoder and encoder is not None:
+            z_enc = encoder(x).detach()
+            z0 = torch.cat([z_enc.unsqueeze(1).to(z0.dtype), z0[:, 1:]], dim=1)
+        y = self.loop.operator(x).detach()
+        parts: list[torch.Tensor] = []
+        for start in range(0, n, self.chunk):
+            x_hat, _, _, _, _ = self.loop(y[start:start + self.chunk], z0[start:start + self.chunk], False)
+            parts.append(x_hat.detach())
+        return torch.cat(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.purify(x))
+
+
+def _scriptable(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Script a module, or trace it with ``example`` when its code does not script."""
+    try:
+        return torch.jit.script(module)
+    except Exception:  # noqa: BLE001 - any scripting failure falls back to tracing
+        return torch.jit.trace(module, example)
+
+
+def export(defended: DefendedClassifier, path: str | Path) -> Path:
+    """Write ``defended`` as one TorchScript file that runs with only torch installed.
+
+    Args:
+        defended: the model to ship (copied; nothing of it is changed).
+        path: the ``.pt`` file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: ``defended`` is not a :class:`DefendedClassifier`.
+        RuntimeError: a part neither scripts nor traces.
+    """
+    if not isinstance(defended, DefendedClassifier):
+        raise TypeError(f"export needs a DefendedClassifier, got {type(defended).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = torch.zeros(1, *defended.image_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export,
+        # which cannot express the data-dependent loop (early stopping, halving); TorchScript still runs it.
+        classifier = _scriptable(copy.deepcopy(defended.classifier).eval().cpu(), image)
+        generator = _scriptable(copy.deepcopy(defended.generator).eval().cpu(), torch.zeros(1, defended.latent_dim))
+        encoder = None
+        if defended.encoder is not None:
+            encoder = _scriptable(copy.deepcopy(defended.encoder).eval().cpu(), image)
+        operator = copy.deepcopy(defended.operator).cpu() if defended.operator is not None else Identity()
+        loop = ProjectionLoop(generator, _scriptable(operator, image), defended.config)
+        module = ScriptableDefense(classifier, loop, encoder, defended.config, defended.latent_dim, defended.image_shape)
+        scripted = torch.jit.script(module.eval())
+        scripted.save(str(path))
+    return path
+
+
+def save_bundle(defended: DefendedClassifier, path: str | Path) -> Path:
+    """Write a directory bundle: safetensors + JSON per part and a ``manifest.json``.
+
+    Raises:
+        TypeError: not a :class:`DefendedClassifier`.
+        ValueError: a part is not a registered architecture, or a non-identity operator (not yet storable).
+    """
+    if not isinstance(defended, DefendedClassifier):
+        raise TypeError(f"save_bundle needs a DefendedClassifier, got {type(defended).__name__}")
+    if defended.operator is not None and not isinstance(defended.operator, Identity):
+        raise ValueError("bundles store the identity operator only; export() ships any scriptable operator")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    parts = {"classifier": defended.classifier, "generator": defended.generator}
+    if defended.encoder is not None:
+        parts["encoder"] = defended.encoder
+    for name, module in parts.items():
+        save_model(module, path / name)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": 1,
+        "parts": sorted(parts),
+        "projection": defended.config.to_dict(),
+        "gradient": defended.gradient,
+        "latent_dim": defended.latent_dim,
+        "versions": {"manifold_defense": _version(), "torch": torch.__version__},
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> DefendedClassifier:
+    """Load a bundle written by :func:`save_bundle` (eval mode). Nothing is unpickled.
+
+    Raises:
+        CheckpointError: missing or invalid manifest, a missing, truncated or tampered part.
+    """
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path} is not a bundle: {manifest_path} not found")
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{manifest_path} is not valid JSON ({exc}); the bundle is corrupt") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise CheckpointError(f"{manifest_path} is not a {BUNDLE_FORMAT} manifest")
+    parts = manifest.get("parts", [])
+    if not {"classifier", "generator"} <= set(parts):
+        raise CheckpointError(f"{manifest_path} must list a classifier and a generator, lists {parts}")
+    try:
+        config = ProjectionConfig.from_dict(manifest["projection"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{manifest_path}: bad projection settings ({exc})") from exc
+    models = {name: load_model(path / name, map_location=map_location) for name in parts}
+    return DefendedClassifier(
+        models["classifier"], models["generator"], config, encoder=models.get("encoder"),
+        latent_dim=manifest.get("latent_dim"), gradient=manifest.get("gradient", "detached"),
+    ).eval()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m manifold_defense.export",
+        description="Export the shipped Fashion-MNIST defended classifier (or a bundle) as TorchScript and/or a bundle.",
+    )
+    parser.add_argument("--from-bundle", default=None, help="a bundle directory to export (default: the shipped weights)")
+    parser.add_argument("--torchscript", default="defended_fashion_mnist.pt", help="TorchScript file to write ('' to skip)")
+    parser.add_argument("--bundle", default="", help="also write a bundle directory here")
+    parser.add_argument("--restarts", type=int, default=None, help="override the projection's restarts")
+    parser.add_argument("--steps", type=int, default=None, help="override the projection's steps")
+    args = parser.parse_args(argv)
+    if args.from_bundle:
+        defended = load(args.from_bundle)
+    else:
+        from .pretrained import defended_fashion_mnist
+
+        defended = defended_fashion_mnist()
+    changes = {k: v for k, v in (("restarts", args.restarts), ("steps", args.steps)) if v is not None}
+    if changes:
+        defended.config = defended.config.replace(**changes)
+    if args.torchscript:
+        print(f"wrote {export(defended, args.torchscript)} (load with torch.jit.load; needs only torch)")
+    if args.bundle:
+        print(f"wrote {save_bundle(defended, args.bundle)} (load with manifold_defense.load)")
+
+
+if __name__ == "__main__":
+    main()
