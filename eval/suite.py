@@ -159,9 +159,14 @@ def run_suite(
     y: torch.Tensor,
     cfg: SuiteConfig,
     *,
+    batches: list[int] | None = None,
     progress: bool = True,
 ) -> list[Row]:
-    """Run every attack of ``cfg.attacks`` in batches; rows in suite order.
+    """Run every attack of ``cfg.attacks`` in batches of ``cfg.batch_size``; rows in suite order.
+
+    Each (attack, batch) pair starts from its own seed, so a batch's result does not depend on what
+    ran before it: a sharded run (``batches`` = this rank's batch indices) reproduces exactly the
+    rows of a single-process run for those batches.
 
     Raises:
         ValueError: an unknown attack name.
@@ -169,16 +174,19 @@ def run_suite(
     unknown = [a for a in cfg.attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}; known: {sorted(ATTACKS)}")
+    n_batches = (len(x) + cfg.batch_size - 1) // cfg.batch_size
+    mine = list(range(n_batches)) if batches is None else batches
     rows: list[Row] = []
     bar = tqdm(cfg.attacks, desc="attacks", unit="attack", disable=not progress)
-    for name in bar:
+    for a, name in enumerate(bar):
         runner, label, threat, _ = ATTACKS[name]
         bar.set_postfix(attack=name)
-        torch.manual_seed(cfg.seed)  # each attack sees the same randomness whatever ran before it
         start = time.monotonic()
         parts: dict[str, list[torch.Tensor]] = {}
-        for i in tqdm(range(0, len(x), cfg.batch_size), desc=name, unit="batch", leave=False, disable=not progress):
-            for model, correct in runner(classifier, defended, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size], cfg).items():
+        for b in tqdm(mine, desc=name, unit="batch", leave=False, disable=not progress):
+            torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)
+            sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+            for model, correct in runner(classifier, defended, x[sl], y[sl], cfg).items():
                 parts.setdefault(model, []).append(correct.cpu())
         seconds = time.monotonic() - start
         for model, chunks in parts.items():

@@ -1,0 +1,241 @@
+"""An honest robust-accuracy report for a defended classifier: the attack suite per eps, the
+per-example worst case, and the sanity checks that expose a broken evaluation.
+
+    python -m eval.robustness --n 500 --eps 0.05,0.1,0.2
+    python -m eval.robustness --quick
+    torchrun --nproc_per_node 2 -m eval.robustness --num-images 500   # sharded; identical totals
+
+Writes ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
+worst-case accuracy, checks), ``OUT/robustness.md`` and PNG figures ``OUT/accuracy_vs_eps.png`` and
+``OUT/examples.png`` (x / adversarial / projection G(z*)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+from attacks import BPDA, LinfPGD
+from manifold_defense import DefendedClassifier, load
+from manifold_defense.data import load_idx_split
+from manifold_defense.pretrained import defended_fashion_mnist
+
+from . import checks
+from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_case
+
+DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "eot_pgd", "unrolled_pgd", "latent", "square", "on_manifold")
+
+
+def _load_defense(spec: str, classifier: str) -> DefendedClassifier:
+    if spec == "fashion_mnist":
+        return defended_fashion_mnist(classifier=classifier).eval()
+    return load(spec)
+
+
+def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[int]) -> list[Row]:
+    """Reassemble every rank's rows in batch order on rank 0 (other ranks get [])."""
+    if world == 1:
+        return rows
+    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds) for r in rows])
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, payload)
+    if dist.get_rank() != 0:
+        return []
+    merged = []
+    for i, (model, attack, threat, _, _) in enumerate(payload[1]):
+        by_batch: dict[int, torch.Tensor] = {}
+        for rank_batches, rank_rows in gathered:
+            flat, offset = rank_rows[i][3], 0
+            for b in rank_batches:  # a rank's tensor covers its batches in order
+                by_batch[b] = flat[offset:offset + batch_sizes[b]]
+                offset += batch_sizes[b]
+        correct = torch.cat([by_batch[b] for b in sorted(by_batch)])
+        merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered)))
+    return merged
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defense", default="fashion_mnist", help="'fashion_mnist' (shipped weights) or a bundle directory")
+    parser.add_argument("--classifier", default="classifier", help="shipped classifier name (with --defense fashion_mnist)")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "idx"], help="idx: use --data-dir")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--num-images", "--n", dest="n", type=int, default=500,
+                        help="first N test images (use --num-images under torchrun: it takes --n as its own)")
+    parser.add_argument("--eps", default="0.05,0.1,0.2", help="comma-separated Linf budgets")
+    parser.add_argument("--large-eps", type=float, default=0.5, help="budget for the falls-to-chance check")
+    parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
+    parser.add_argument("--check-n", type=int, default=100, help="images used by the sanity checks")
+    parser.add_argument("--no-checks", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/robustness")
+    parser.add_argument("--quick", action="store_true", help="32 images, one eps, few steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    progress = rank == 0
+
+    eps_list = [float(e) for e in args.eps.split(",") if e]
+    base = SuiteConfig(attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size)
+    n, check_n = args.n, args.check_n
+    if args.quick:
+        n, check_n, eps_list = min(n, 32), min(check_n, 16), eps_list[len(eps_list) // 2:][:1]
+        base = dataclasses.replace(base, pgd_steps=5, eot_steps=2, eot_samples=2, latent_steps=10, square_queries=50,
+                                   on_manifold_steps=10, unrolled_steps=5, unrolled_pgd_steps=2, batch_size=min(16, args.batch_size))
+    torch.manual_seed(args.seed)
+    defended = _load_defense(args.defense, args.classifier)
+    classifier = defended.classifier
+    x, y = load_idx_split("test", args.data_dir, limit=n)
+    n_batches = (len(x) + base.batch_size - 1) // base.batch_size
+    batch_sizes = [min(base.batch_size, len(x) - b * base.batch_size) for b in range(n_batches)]
+    mine = list(range(rank, n_batches, world))
+
+    start = time.monotonic()
+    per_eps: dict[float, list[Row]] = {}
+    for eps in eps_list:
+        cfg = dataclasses.replace(base, eps=eps)
+        rows = _gather(run_suite(classifier, defended, x, y, cfg, batches=mine, progress=progress), mine, world, batch_sizes)
+        for model in ("undefended", "defended"):
+            w = worst_case(rows, model)
+            if w is not None:
+                rows.append(w)
+        per_eps[eps] = rows
+    if rank != 0:
+        dist.barrier()
+        dist.destroy_process_group()
+        return None
+
+    main_eps = eps_list[len(eps_list) // 2]
+    found: list[checks.Check] = []
+    if not args.no_checks:
+        found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps])
+    seconds = time.monotonic() - start
+    record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
+    _write(Path(args.out), record, per_eps, found, defended, x[:8], y[:8], main_eps)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return record
+
+
+def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+                base: SuiteConfig, eps: float, large_eps: float, rows: list[Row]) -> list[checks.Check]:
+    found = []
+    # 1. Accuracy falls to chance at a budget that can erase the image.
+    large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=("bpda_pgd",)), progress=False)
+    found.append(checks.falls_to_chance(large[0].accuracy, large_eps))
+    # 2. Doubling steps and restarts of the iterative attacks does not change the defended worst case.
+    iterative = tuple(a for a in base.attacks if a in ("bpda_pgd", "eot_pgd", "latent", "unrolled_pgd"))
+    if iterative:
+        cfg = dataclasses.replace(base, eps=eps, attacks=iterative)
+        once = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), "defended")
+        twice = worst_case(run_suite(classifier, defended, x, y, cfg.scaled(2), progress=False), "defended")
+        if once is not None and twice is not None:
+            found.append(checks.more_effort_is_stable(once.accuracy, twice.accuracy))
+    # 3./4. White-box beats gradient-free; the attack breaks the undefended model.
+    found.append(checks.whitebox_beats_gradient_free(rows, "defended"))
+    found.append(checks.whitebox_beats_gradient_free(rows, "undefended"))
+    found.append(checks.breaks_undefended(rows))
+    # 5. Gradient health of what the attacks differentiate.
+    found.append(checks.gradient_health("defended model as deployed", defended, x[:16], y[:16]))
+    found.append(checks.gradient_health("BPDA surrogate", BPDA.from_defense(defended), x[:16], y[:16]))
+    return found
+
+
+def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteConfig, per_eps: dict[float, list[Row]],
+            found: list[checks.Check], seconds: float, world: int, n: int, eps_list: list[float]) -> dict[str, Any]:
+    import attacks  # noqa: F401  (versions below)
+    import foolbox
+    import torchattacks
+
+    import manifold_defense
+
+    return {
+        "command": "python -m eval.robustness " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                             if v not in (None, False)),
+        "dataset": args.dataset, "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
+        "defense": {"spec": args.defense, "classifier": args.classifier, "projection": defended.config.to_dict(),
+                    "encoder": defended.encoder is not None},
+        "suite": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(base).items()},
+        "results": {str(eps): [r.to_dict() for r in rows] for eps, rows in per_eps.items()},
+        "checks": [c.to_dict() for c in found],
+        "seconds": round(seconds, 1),
+        "versions": {"manifold_defense": manifold_defense.__version__, "torch": torch.__version__,
+                     "torchattacks": torchattacks.__version__, "foolbox": foolbox.__version__,
+                     "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], found: list[checks.Check],
+           defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = [f"Command: `{record['command']}`", "", f"n = {record['n']} Fashion-MNIST test images, seed {record['seed']}.", ""]
+    for eps_value, rows in per_eps.items():
+        lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
+    if found:
+        lines += ["### Sanity checks", ""] + [f"- {c.line()}" for c in found] + [""]
+    (out / "robustness.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    _figures(out, per_eps, defended, x, y, eps)
+    print(f"wrote {out}/robustness.json, robustness.md, accuracy_vs_eps.png, examples.png")
+
+
+def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClassifier, x: torch.Tensor,
+             y: torch.Tensor, eps: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps_values = sorted(per_eps)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series: dict[tuple[str, str], list[float]] = {}
+    for e in eps_values:
+        for r in per_eps[e]:
+            if r.threat.startswith("Linf") or r.attack.startswith("worst"):
+                series.setdefault((r.model, r.attack), []).append(r.accuracy)
+    for (model, attack), accs in series.items():
+        if len(accs) == len(eps_values):
+            style = "-" if attack.startswith("worst") else ":"
+            ax.plot(eps_values, accs, style, marker="o", label=f"{model}: {attack}")
+    ax.set_xlabel("Linf eps")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
+    plt.close(fig)
+
+    adv = LinfPGD(eps=eps, steps=20, seed=0)(BPDA.from_defense(defended), x, y, judge=defended).adversarial
+    projected = defended.project(adv).x_hat
+    fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 1.2, 4))
+    for j in range(len(x)):
+        for i, (img, title) in enumerate(((x, "x"), (adv, f"BPDA-PGD eps {eps:g}"), (projected, "G(z*)"))):
+            axes[i, j].imshow(img[j, 0].detach().cpu(), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].axis("off")
+            if j == 0:
+                axes[i, j].set_title(title, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(out / "examples.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The robustness report: its checks fire on a gradient-masked toy, and sharding gives identical totals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import LinfPGD, TorchAttack
+from attacks.base import predict
+from eval import checks
+from eval.suite import Row
+from manifold_defense import DefendedClassifier, ProjectionConfig, save_bundle
+from manifold_defense.models import ModelA, WGANGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Quantized(nn.Module):
+    """A deliberately gradient-masked 'defense': classify the input rounded to 3 grey levels."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.round(x * 2) / 2)
+
+
+def test_checks_fire_on_a_gradient_masked_toy(trained_mlp, fmnist_small):
+    _, _, x, y = fmnist_small
+    toy = Quantized(trained_mlp).eval()
+    clean = predict(toy, x) == y
+    assert float(clean.float().mean()) > 0.5
+    pgd = LinfPGD(eps=0.2, steps=10, seed=0)(toy, x, y)  # the gradient is zero almost everywhere
+    square = TorchAttack("Square", eps=0.2, n_queries=200, seed=0)(toy, x, y)
+    rows = [Row("defended", "clean", "none", clean),
+            Row("defended", "PGD (naive on defended)", "Linf 0.2", ~pgd.success),
+            Row("defended", "Square (gradient-free)", "Linf 0.2", ~square.success)]
+    assert not checks.gradient_health("toy", toy, x, y).passed
+    assert not checks.whitebox_beats_gradient_free(rows, "defended").passed
+    large = LinfPGD(eps=0.5, steps=10, seed=0)(toy, x, y)
+    assert not checks.falls_to_chance(1 - large.success_rate, 0.5).passed
+    assert not checks.more_effort_is_stable(0.6, 0.3).passed
+    # ...and stay quiet on the honest, undefended classifier.
+    assert checks.gradient_health("mlp", trained_mlp, x, y).passed
+    honest = LinfPGD(eps=0.5, steps=10, seed=0)(trained_mlp, x, y)
+    assert checks.falls_to_chance(1 - honest.success_rate, 0.5).passed
+    assert checks.more_effort_is_stable(0.31, 0.30).passed
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    d = DefendedClassifier(ModelA(width=4).eval(), WGANGenerator(latent_dim=16, dim=4).eval(),
+                           ProjectionConfig(restarts=2, steps=5, optimizer="adam", lr=0.05))
+    return save_bundle(d, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+ARGS = ["--num-images", "12", "--batch-size", "4", "--eps", "0.1", "--no-checks", "--attacks", "clean,fgsm,bpda_pgd,latent",
+        "--quick"]
+
+
+def test_report_writes_outputs(tiny_bundle, tmp_path: Path):
+    from eval import robustness
+
+    record = robustness.main(["--defense", str(tiny_bundle), "--out", str(tmp_path), *ARGS])
+    assert record is not None
+    for name in ("robustness.json", "robustness.md", "accuracy_vs_eps.png", "examples.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "robustness.json").read_text())
+    assert saved["defense"]["projection"]["restarts"] == 2 and "torch" in saved["versions"]
+    attacks = {r["attack"] for r in saved["results"]["0.1"]}
+    assert "worst case (per example)" in attacks
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Path):
+    from eval import robustness
+
+    single = robustness.main(["--defense", str(tiny_bundle), "--out", str(tmp_path / "one"), *ARGS])
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_PYTHON_REFRESH": "quiet"}
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "eval.robustness",
+         "--defense", str(tiny_bundle), "--out", str(tmp_path / "two"), *ARGS],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded = json.loads((tmp_path / "two" / "robustness.json").read_text())
+    assert sharded["world_size"] == 2
+    key = lambda rows: [(r["model"], r["attack"], r["accuracy"], r["n"]) for r in rows]  # noqa: E731
+    assert key(sharded["results"]["0.1"]) == key(single["results"]["0.1"])
