@@ -119,7 +119,9 @@ class ProjectionConfig:
     def defense_gan(cls, **overrides: Any) -> "ProjectionConfig":
         """Defense-GAN's reference settings (Samangouei et al. 2018, ``models/gan.py``): R=10, L=200,
         momentum 0.7, lr 10 decayed x0.1 at 80% of the steps, z0 ~ N(0, 1/k)."""
-        return dataclasses.replace(cls(), **overrides)
+        reference = dict(restarts=10, steps=200, optimizer="momentum", lr=10.0, momentum=0.7, lr_decay=0.1,
+                         decay_at=(0.8,), init_std=None, halving_at=(), early_stop_tol=0.0, use_encoder=False)
+        return cls(**{**reference, **overrides})
 
     def replace(self, **changes: Any) -> "ProjectionConfig":
         """A copy with some fields changed (validated)."""

@@ -1,0 +1,24 @@
+"""Run by tests/test_robust_training.py under torchrun: a few DDP steps, then check replicas agree."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.distributed as dist
+
+from manifold_defense.training import robust
+
+if __name__ == "__main__":
+    result_path, *argv = sys.argv[1:]
+    config = robust.parse_config(robust.RobustConfig, argv)
+    model = robust.train(config)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    if dist.get_rank() == 0:
+        same = all(torch.equal(gathered[0], g) for g in gathered[1:])
+        with open(result_path, "w") as f:
+            f.write(f"{dist.get_world_size()} {int(same)}\n")
+    dist.barrier()
+    dist.destroy_process_group()
