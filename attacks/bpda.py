@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from manifold_defense import DefendedClassifier
+
 __all__ = ["BPDA"]
 
 
@@ -41,9 +43,9 @@ class BPDA(nn.Module):
         self.classifier = classifier
 
     @classmethod
-    def from_defense(cls, defended: nn.Module) -> "BPDA":
+    def from_defense(cls, defended: DefendedClassifier) -> "BPDA":
         """BPDA for a :class:`manifold_defense.DefendedClassifier` (P = its projection)."""
-        return cls(lambda x: defended.project(x).x_hat, defended.classifier)  # type: ignore[operator]
+        return cls(lambda x: defended.project(x).x_hat, defended.classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

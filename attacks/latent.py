@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from manifold_defense import DefendedClassifier
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 
@@ -52,7 +52,7 @@ class LatentAttack:
             d = d * torch.clamp(self.eps / n.clamp_min(1e-12), max=1.0)
         return (x + d).clamp(0.0, 1.0)
 
-    def __call__(self, defended: nn.Module, x: torch.Tensor, y: torch.Tensor, *, judge: Model | None = None) -> AttackResult:
+    def __call__(self, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, *, judge: Model | None = None) -> AttackResult:
         """Attack a :class:`manifold_defense.DefendedClassifier` (uses its ``project``, ``generator``, ``classifier``).
 
         ``judge`` decides success (default: the defended model itself).
@@ -60,8 +60,8 @@ class LatentAttack:
         check_attack_inputs(x, y)
         judge = judge or defended
         x0 = x.detach()
-        G, C = defended.generator, defended.classifier  # type: ignore[union-attr]
-        z = defended.project(x0).z.clone().requires_grad_(True)  # type: ignore[operator]
+        G, C = defended.generator, defended.classifier
+        z = defended.project(x0).z.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         best = x0.clone()
         with torch.enable_grad():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from manifold_defense import DefendedClassifier
+
 __all__ = ["Unrolled"]
 
 
@@ -24,12 +26,12 @@ class Unrolled(nn.Module):
         restarts: restarts to unroll instead of the defense's (None: the same).
     """
 
-    def __init__(self, defended: nn.Module, *, steps: int | None = None, restarts: int | None = None) -> None:
+    def __init__(self, defended: DefendedClassifier, *, steps: int | None = None, restarts: int | None = None) -> None:
         super().__init__()
         self.defended = defended
         changes = {k: v for k, v in (("steps", steps), ("restarts", restarts)) if v is not None}
-        self.config = defended.config.replace(**changes)  # type: ignore[operator]
+        self.config = defended.config.replace(**changes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.defended.project(x, config=self.config, create_graph=torch.is_grad_enabled())  # type: ignore[operator]
-        return self.defended.classifier(out.x_hat)  # type: ignore[operator]
+        out = self.defended.project(x, config=self.config, create_graph=torch.is_grad_enabled())
+        return self.defended.classifier(out.x_hat)

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.n, ms, args.dip_steps = 3, ms[:2], 20
     G = load_pretrained("generator")
     x, _ = load_idx_split("test", limit=args.n)
-    shape = tuple(x.shape[1:])
+    shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
     errors: dict[str, dict[int, float]] = {m: {} for m in methods}
     start = time.monotonic()
     for m in tqdm(ms, desc="measurements", unit="m"):

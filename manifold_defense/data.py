@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ _SPLIT_FILES = {
 }
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/ file format section).
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class DataFileError(ValueError):

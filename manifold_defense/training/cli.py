@@ -51,6 +51,6 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, *, description
     args = vars(parser.parse_args(argv))
     config = cls()
     if args.pop("quick"):
-        config = dataclasses.replace(config, **config.quick())  # type: ignore[attr-defined]
+        config = dataclasses.replace(config, **config.quick())  # type: ignore[attr-defined,type-var]
     overrides = {k: v for k, v in args.items() if v is not None}
-    return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
+    return dataclasses.replace(config, **overrides)  # type: ignore[type-var,misc]

@@ -56,7 +56,7 @@ def train(config: EncoderConfig) -> Encoder:
     G = load_model(config.generator, map_location=device)
     for p in G.parameters():  # our own loaded copy: freezing it touches nothing of the caller's
         p.requires_grad_(False)
-    k = G.latent_dim  # type: ignore[attr-defined]
+    k = int(getattr(G, "latent_dim"))
     x_train, _ = load_idx_split("train", config.data_dir or None)
     x_test, _ = load_idx_split("test", config.data_dir or None, limit=1000)
     x_train, x_test = x_train.to(device), x_test.to(device)
