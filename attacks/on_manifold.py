@@ -129,6 +129,11 @@ class OnManifoldAttack:
                 opt.step()
                 with torch.no_grad():
                     lam = (lam + self.dual_lr * (sq - self.eta**2)).clamp_min(0.0)
+                    # Pull infeasible pairs back towards the constraint along the latent segment
+                    # (a one-evaluation approximation of the projection; bisection makes it exact at the end).
+                    dist = (generator(z_a) - generator(z_b)).flatten(1).norm(dim=1)
+                    shrink = (self.eta / dist.clamp_min(1e-12)).clamp(max=1.0)[:, None]
+                    z_b.copy_(z_a + shrink * (z_b - z_a))
         with torch.no_grad():
             z_a = torch.where(found[:, None], keep_a, z_a.detach())
             z_b = torch.where(found[:, None], keep_b, self._feasible(generator, z_a, z_b.detach()))

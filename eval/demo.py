@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"Fashion-MNIST test images: first {n}; Linf eps = {cfg.eps:g}; seed {args.seed}")
     print(f"defense: shipped classifier behind the shipped WGAN-GP generator"
           f"{' + encoder warm start' if defended.encoder is not None else ''}; projection R={c.restarts}, "
-          f"L<={c.steps}, {c.optimizer} lr={c.lr:g}, random restarts per call")
+          f"L<={c.steps}, {c.optimizer} lr={c.lr:g}"
+          f"{', fresh random restarts per call' if c.restarts > 1 or defended.encoder is None else ' (deterministic)'}")
     start = time.monotonic()
     rows = run_suite(defended.classifier, defended, x, y, cfg)
     for model in ("undefended", "defended"):

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -76,6 +77,12 @@ class DefendedClassifier(nn.Module):
         self.latent_dim = latent_dim_of(generator, latent_dim)
         self.gradient: GradientMode = gradient
         self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
+        if encoder is None and self.config.restarts == 1 and self.config.steps > 0:
+            warnings.warn(
+                "projecting with one random restart and no encoder warm start is a weak defense; pass an encoder "
+                "or use more restarts, e.g. ProjectionConfig(restarts=10, steps=100, init_std=1.0)",
+                stacklevel=2,
+            )
 
     @property
     def image_shape(self) -> tuple[int, ...]:

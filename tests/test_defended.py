@@ -64,3 +64,10 @@ def test_encoder_warm_start_is_used(tiny_classifier, tiny_generator, on_range):
     d = DefendedClassifier(tiny_classifier, tiny_generator, CFG.replace(steps=0, restarts=3), encoder=Oracle())
     out = d.project(x)
     assert torch.equal(out.z, z) and float(out.residual.max()) < 1e-10
+
+
+def test_one_restart_without_encoder_warns(tiny_classifier, tiny_generator):
+    import pytest
+
+    with pytest.warns(UserWarning, match="weak defense"):
+        DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(restarts=1))

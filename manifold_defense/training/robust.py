@@ -131,8 +131,9 @@ def train(config: RobustConfig) -> nn.Module:
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    G = load_model(config.generator, map_location=device)
-    E = load_model(config.encoder, map_location=device) if config.encoder else None
+    on_manifold = config.projection_weight > 0 or config.manifold_weight > 0
+    G = load_model(config.generator, map_location=device) if on_manifold else None
+    E = load_model(config.encoder, map_location=device) if on_manifold and config.encoder else None
     for module in (G, E):
         for p in (module.parameters() if module is not None else []):
             p.requires_grad_(False)  # our own loaded copies: frozen
@@ -155,7 +156,7 @@ def train(config: RobustConfig) -> nn.Module:
         losses: dict[str, torch.Tensor] = {}
         if config.clean_weight > 0:
             losses["clean"] = config.clean_weight * F.cross_entropy(model(x), y)
-        if config.projection_weight > 0 or config.manifold_weight > 0:
+        if G is not None:
             z = project(G, x, proj_cfg, encoder=E, rng=gen).z
             if config.projection_weight > 0:
                 with torch.no_grad():
