@@ -37,7 +37,7 @@ class SuiteConfig:
     unrolled_steps: int = 10  # projection steps the unrolled attack differentiates through
     unrolled_pgd_steps: int = 5
     latent_steps: int = 100
-    square_queries: int = 300
+    square_queries: int = 200
     on_manifold_eta: float = 2.0  # L2 bound ||G(z) - G(z')|| for the on-manifold attack
     on_manifold_steps: int = 100
     batch_size: int = 50

@@ -49,13 +49,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_model(model: nn.Module, stem: str | Path, *, metadata: dict[str, Any] | None = None) -> None:
+def save_model(
+    model: nn.Module, stem: str | Path, *, metadata: dict[str, Any] | None = None, half_precision: bool = False
+) -> None:
     """Write ``stem.safetensors`` and ``stem.json`` for a registered architecture.
 
     Args:
         model: an instance of an architecture in :data:`manifold_defense.models.ARCHITECTURES`.
         stem: path without suffix (a ``.json``/``.safetensors`` suffix is stripped).
         metadata: JSON-serialisable extras (training config, metrics, seed).
+        half_precision: store floating tensors as float16 (half the file); loading casts them back
+            into the model's float32 parameters.
 
     Raises:
         ValueError: unregistered architecture, or metadata that JSON cannot hold.
@@ -72,6 +76,9 @@ def save_model(model: nn.Module, stem: str | Path, *, metadata: dict[str, Any] |
     }
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half_precision:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        config["stored_dtype"] = "float16"
     save_file(state, str(weights_path))
     config["sha256"] = _sha256(weights_path)
     try:

@@ -69,3 +69,16 @@ def test_no_pickle_in_weights(tmp_path: Path):
     assert b"\x80\x04" not in (tmp_path / "m.safetensors").read_bytes()[:8]  # no pickle protocol header
     header_len = int.from_bytes((tmp_path / "m.safetensors").read_bytes()[:8], "little")
     json.loads((tmp_path / "m.safetensors").read_bytes()[8:8 + header_len])  # safetensors' JSON header
+
+
+def test_half_precision_storage_loads_into_float32(tmp_path: Path):
+    model = MLP(hidden=8).eval()
+    save_model(model, tmp_path / "full")
+    save_model(model, tmp_path / "half", half_precision=True)
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    loaded = load_model(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert read_config(tmp_path / "half")["stored_dtype"] == "float16"
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-2)
