@@ -211,8 +211,10 @@ class ProjectionLoop(nn.Module):
         self.beta1 = config.momentum
         self.beta2 = config.beta2
         self.lr_decay = config.lr_decay
-        self.decay_steps: list[int] = _milestones(config.decay_at, config.steps)
-        self.halving_steps: list[int] = [s for s in _milestones(config.halving_at, config.steps) if s > 0]
+        # Each list ends with the sentinel steps + 1, which no step reaches: TorchScript cannot
+        # infer the element type of an empty list.
+        self.decay_steps = _milestones(config.decay_at, config.steps) + [config.steps + 1]
+        self.halving_steps = [s for s in _milestones(config.halving_at, config.steps) if s > 0] + [config.steps + 1]
         self.penalty = config.latent_penalty
         self.early_stop_tol = config.early_stop_tol
         self.patience = config.patience

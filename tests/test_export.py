@@ -118,3 +118,17 @@ def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "manifold_defense.export", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "--torchscript" in proc.stdout
+
+
+@pytest.mark.parametrize("config", [ProjectionConfig(), ProjectionConfig.defense_gan(steps=3, restarts=2)],
+                         ids=["default", "defense_gan"])
+def test_export_with_stock_configs(config, tmp_path: Path):
+    torch.manual_seed(0)
+    d = DefendedClassifier(ModelA(width=4).eval(), WGANGenerator(dim=4).eval(), config,
+                           encoder=Encoder(dim=4).eval()).eval()
+    model = torch.jit.load(str(export(d, tmp_path / "d.pt")))
+    x = torch.rand(3, 1, 28, 28)
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(1)
+    assert torch.allclose(a, d(x), atol=1e-5)
