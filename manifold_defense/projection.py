@@ -48,7 +48,7 @@ class ProjectionConfig:
     identity operator) plus the penalty, as in Defense-GAN.
 
     The defaults are the fastest setting that matched Defense-GAN's reconstruction error in
-    ``benchmarks/projection.py`` (65x its throughput on CPU): one restart warm-started at the
+    ``benchmarks/projection.py`` (about 60x its throughput on CPU): one restart warm-started at the
     encoder's E(x), 50 Adam steps. Without an encoder, use random restarts, e.g.
     ``ProjectionConfig(restarts=10, steps=100, init_std=1.0)``, or :meth:`defense_gan`.
 
