@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--dip-steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="results/compressed_sensing")
+    parser.add_argument("--out", default="eval/reports/compressed_sensing")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     ms = [int(m) for m in args.m.split(",")]
