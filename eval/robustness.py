@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--out", default="results/robustness")
     parser.add_argument("--quick", action="store_true", help="32 images, one eps, few steps")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -166,8 +168,7 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
     import manifold_defense
 
     return {
-        "command": "python -m eval.robustness " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                             if v not in (None, False)),
+        "command": " ".join(["python -m eval.robustness", *args.argv]),
         "dataset": args.dataset, "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
         "defense": {"spec": args.defense, "classifier": args.classifier, "projection": defended.config.to_dict(),
                     "encoder": defended.encoder is not None},
