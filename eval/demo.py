@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows.sort(key=lambda r: r.model != "undefended")
     print()
     print(format_table(rows))
-    print(f"\n{time.monotonic() - start:.0f} s on {torch.get_num_threads()} CPU threads. "
+    threads = torch.get_num_threads()
+    print(f"\n{time.monotonic() - start:.0f} s on {threads} CPU thread{'s' if threads > 1 else ''}. "
           "'naive' PGD differentiates the deployed defense, whose gradient is zero: its number is the "
           "gradient-masking symptom, not robustness. Trust the worst case.")
 
