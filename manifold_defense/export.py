@@ -60,7 +60,7 @@ class ScriptableDefense(nn.Module):
         self.init_std = config.init_std if config.init_std is not None else 1.0 / math.sqrt(latent_dim)
         self.chunk = max(1, config.max_batch // config.restarts)
         self.low, self.high = float(config.pixel_range[0]), float(config.pixel_range[1])
-        self.image_shape: list[int] = list(image_shape)
+        self.image_shape = [int(s) for s in image_shape]
 
     def check(self, x: torch.Tensor) -> None:
         if not x.is_floating_point():

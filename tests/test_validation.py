@@ -10,7 +10,7 @@ from manifold_defense import DefendedClassifier, ProjectionConfig, project
 
 @pytest.fixture
 def defended(tiny_classifier, tiny_generator):
-    return DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(restarts=1, steps=2))
+    return DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(restarts=2, steps=2))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_project_checks_range_too(tiny_generator):
 
 
 def test_custom_pixel_range_is_honoured(tiny_classifier, tiny_generator):
-    config = ProjectionConfig(restarts=1, steps=1, pixel_range=(-1.0, 1.0))
+    config = ProjectionConfig(restarts=2, steps=1, pixel_range=(-1.0, 1.0))
     d = DefendedClassifier(tiny_classifier, tiny_generator, config)
     d(torch.rand(2, 1, 28, 28) * 2 - 1)  # accepted
 
@@ -49,7 +49,7 @@ def test_generator_without_latent_dim_needs_it(tiny_classifier):
     g = torch.nn.Sequential(torch.nn.Linear(4, 784), torch.nn.Unflatten(1, (1, 28, 28)), torch.nn.Sigmoid())
     with pytest.raises(ValueError, match="latent_dim"):
         DefendedClassifier(tiny_classifier, g)
-    d = DefendedClassifier(tiny_classifier, g, ProjectionConfig(restarts=1, steps=1), latent_dim=4)
+    d = DefendedClassifier(tiny_classifier, g, ProjectionConfig(restarts=2, steps=1), latent_dim=4)
     assert d.image_shape == (1, 28, 28)
     assert d(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
