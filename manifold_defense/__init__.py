@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 
 from .checkpoint import CheckpointError, load_model, save_model
 from .defended import DefendedClassifier
-from .export import export, load, save_bundle
+from .export import export, export_onnx, load, save_bundle
 from .projection import ProjectionConfig, ProjectionResult, project
 
 __all__ = [
     "CheckpointError", "DefendedClassifier", "ProjectionConfig", "ProjectionResult",
-    "export", "load", "load_model", "project", "save_bundle", "save_model",
+    "export", "export_onnx", "load", "load_model", "project", "save_bundle", "save_model",
 ]

@@ -35,7 +35,7 @@ from .defended import DefendedClassifier
 from .operators import Identity
 from .projection import ProjectionConfig, ProjectionLoop
 
-__all__ = ["export", "save_bundle", "load", "ScriptableDefense", "BUNDLE_FORMAT"]
+__all__ = ["export", "export_onnx", "save_bundle", "load", "AmortisedDefense", "ScriptableDefense", "BUNDLE_FORMAT"]
 
 BUNDLE_FORMAT = "manifold-defense/bundle"
 
@@ -137,6 +137,43 @@ def export(defended: DefendedClassifier, path: str | Path) -> Path:
     return path
 
 
+class AmortisedDefense(nn.Module):
+    """C(G(E(x))): the projection replaced by the encoder's one-shot guess (no optimisation steps).
+
+    Faster and weaker than the full defense (the shipped encoder alone reconstructs with per-pixel
+    MSE 0.0136, the default projection 0.0089); a plain feed-forward graph, so it exports to ONNX.
+    """
+
+    def __init__(self, classifier: nn.Module, generator: nn.Module, encoder: nn.Module) -> None:
+        super().__init__()
+        self.classifier, self.generator, self.encoder = classifier, generator, encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.generator(self.encoder(x)))
+
+
+def export_onnx(defended: DefendedClassifier, path: str | Path) -> Path:
+    """Write the encoder-only amortised path C(G(E(x))) as ONNX (dynamic batch size), for onnxruntime.
+
+    Raises:
+        TypeError: not a :class:`DefendedClassifier`.
+        ValueError: the model has no encoder.
+    """
+    if not isinstance(defended, DefendedClassifier):
+        raise TypeError(f"export_onnx needs a DefendedClassifier, got {type(defended).__name__}")
+    if defended.encoder is None:
+        raise ValueError("export_onnx exports the encoder-only amortised path: the model has no encoder")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = AmortisedDefense(*(copy.deepcopy(m).eval().cpu() for m in (defended.classifier, defended.generator,
+                                                                            defended.encoder)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, *defended.image_shape),), str(path), input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    return path
+
+
 def save_bundle(defended: DefendedClassifier, path: str | Path) -> Path:
     """Write a directory bundle: safetensors + JSON per part and a ``manifest.json``.
 
@@ -212,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--from-bundle", default=None, help="a bundle directory to export (default: the shipped weights)")
     parser.add_argument("--torchscript", default="defended_fashion_mnist.pt", help="TorchScript file to write ('' to skip)")
     parser.add_argument("--bundle", default="", help="also write a bundle directory here")
+    parser.add_argument("--onnx", default="", help="also write the encoder-only path C(G(E(x))) as ONNX here")
     parser.add_argument("--restarts", type=int, default=None, help="override the projection's restarts")
     parser.add_argument("--steps", type=int, default=None, help="override the projection's steps")
     args = parser.parse_args(argv)
@@ -228,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {export(defended, args.torchscript)} (load with torch.jit.load; needs only torch)")
     if args.bundle:
         print(f"wrote {save_bundle(defended, args.bundle)} (load with manifold_defense.load)")
+    if args.onnx:
+        print(f"wrote {export_onnx(defended, args.onnx)} (encoder-only C(G(E(x))); run with onnxruntime)")
 
 
 if __name__ == "__main__":

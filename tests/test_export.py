@@ -132,3 +132,19 @@ def test_export_with_stock_configs(config, tmp_path: Path):
     a = model(x)
     torch.manual_seed(1)
     assert torch.allclose(a, d(x), atol=1e-5)
+
+
+def test_encoder_only_path_runs_in_onnxruntime(defended, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")  # installed by the test extras
+    from manifold_defense import export_onnx
+
+    path = export_onnx(defended, tmp_path / "amortised.onnx")
+    session = ort.InferenceSession(str(path))
+    x = torch.rand(5, 1, 28, 28)
+    (logits,) = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = defended.classifier(defended.generator(defended.encoder(x)))
+    assert logits.shape == (5, 10)
+    assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="no encoder"):
+        export_onnx(DefendedClassifier(defended.classifier, defended.generator, CONFIG), tmp_path / "x.onnx")
