@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from manifold_defense.data import load_idx_split
 from manifold_defense.inverse import RECOVERY_CONFIG, deep_image_prior, lasso_dct, lasso_wavelet, recover
-from manifold_defense.operators import GaussianMeasurement
+from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
 from manifold_defense.pretrained import load_pretrained
 
 METHODS = ("generator", "lasso_dct", "lasso_wavelet", "dip")
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         gen = torch.Generator().manual_seed(args.seed + m)
         A = GaussianMeasurement(m, shape, generator=gen)
         with torch.no_grad():
-            y = A(x) + args.noise * torch.randn(args.n, m, generator=gen)
+            y = Compose(A, AdditiveNoise(args.noise, generator=gen))(x)  # A is what recovery knows
         for method in methods:
             if method == "generator":
                 x_hat = recover(y, A, G, rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(0, 1)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from attacks import BPDA, LinfPGD
-from manifold_defense import DefendedClassifier, load
+from manifold_defense import DefendedClassifier, ProjectionConfig, load
 from manifold_defense.data import load_idx_split
 from manifold_defense.pretrained import defended_fashion_mnist
 
@@ -37,10 +37,11 @@ from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_cas
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "eot_pgd", "unrolled_pgd", "latent", "square", "on_manifold")
 
 
-def _load_defense(spec: str, classifier: str) -> DefendedClassifier:
-    if spec == "fashion_mnist":
-        return defended_fashion_mnist(classifier=classifier).eval()
-    return load(spec)
+def _load_defense(spec: str, classifier: str, projection: str) -> DefendedClassifier:
+    defended = defended_fashion_mnist(classifier=classifier).eval() if spec == "fashion_mnist" else load(spec)
+    if projection == "defense_gan":
+        defended.config, defended.encoder = ProjectionConfig.defense_gan(), None
+    return defended
 
 
 def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[int]) -> list[Row]:
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defense", default="fashion_mnist", help="'fashion_mnist' (shipped weights) or a bundle directory")
     parser.add_argument("--classifier", default="classifier", help="shipped classifier name (with --defense fashion_mnist)")
+    parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
+                        help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "idx"], help="idx: use --data-dir")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--num-images", "--n", dest="n", type=int, default=500,
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         base = dataclasses.replace(base, pgd_steps=5, eot_steps=2, eot_samples=2, latent_steps=10, square_queries=50,
                                    on_manifold_steps=10, unrolled_steps=5, unrolled_pgd_steps=2, batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
-    defended = _load_defense(args.defense, args.classifier)
+    defended = _load_defense(args.defense, args.classifier, args.projection)
     classifier = defended.classifier
     x, y = load_idx_split("test", args.data_dir, limit=n)
     n_batches = (len(x) + base.batch_size - 1) // base.batch_size

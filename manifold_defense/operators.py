@@ -25,7 +25,7 @@ from torch import nn
 
 __all__ = [
     "Operator", "Identity", "PixelMask", "GaussianMeasurement", "Downsample", "GaussianBlur",
-    "Compose", "Lambda",
+    "AdditiveNoise", "Compose", "Lambda",
 ]
 
 
@@ -184,6 +184,31 @@ class GaussianBlur(Operator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(y, self._weight(y), padding=self.kernel.shape[-1] // 2, groups=y.shape[1])
+
+
+class AdditiveNoise(Operator):
+    """y = x + sigma * noise, noise ~ N(0, I): the measurement noise of an inverse problem.
+
+    Random, hence not linear and without an adjoint; use it to *simulate* measurements
+    (``Compose(A, AdditiveNoise(0.01))``), not inside the operator handed to ``recover``.
+
+    Args:
+        sigma: noise standard deviation (>= 0).
+        generator: optional CPU ``torch.Generator`` for reproducible noise.
+    """
+
+    linear = False
+
+    def __init__(self, sigma: float, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        return x + self.sigma * noise
 
 
 class Compose(Operator):

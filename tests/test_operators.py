@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from manifold_defense.operators import (
-    Compose, Downsample, GaussianBlur, GaussianMeasurement, Identity, Lambda, PixelMask,
+    AdditiveNoise, Compose, Downsample, GaussianBlur, GaussianMeasurement, Identity, Lambda, PixelMask,
 )
 
 SHAPE = (1, 28, 28)
@@ -69,3 +69,15 @@ def test_bad_operator_arguments():
         GaussianBlur(0.0)
     with pytest.raises(TypeError, match="callable"):
         Lambda(3)  # type: ignore[arg-type]
+
+
+def test_additive_noise_is_reproducible_and_scaled():
+    x = torch.zeros(4, *SHAPE)
+    a = AdditiveNoise(0.1, generator=torch.Generator().manual_seed(0))(x)
+    b = AdditiveNoise(0.1, generator=torch.Generator().manual_seed(0))(x)
+    assert torch.equal(a, b) and abs(float(a.std()) - 0.1) < 0.01
+    assert torch.equal(AdditiveNoise(0.0)(x), x)
+    with pytest.raises(NotImplementedError):
+        AdditiveNoise(0.1).adjoint(x)
+    with pytest.raises(ValueError, match="sigma"):
+        AdditiveNoise(-1.0)
