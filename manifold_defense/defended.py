@@ -131,7 +131,14 @@ class DefendedClassifier(nn.Module):
         return x_hat + 0.0 * x  # in the caller's graph, with zero gradient: the projection is a constant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.purify(x))
+        x_hat = self.purify(x)
+        try:
+            return self.classifier(x_hat)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the classifier rejected the generator's images of shape {tuple(x_hat.shape[1:])} (C, H, W): "
+                f"classifier and generator do not match ({exc})"
+            ) from exc
 
     def extra_repr(self) -> str:
         c = self.config

@@ -62,3 +62,11 @@ def test_bad_gradient_mode_raises(tiny_classifier, tiny_generator):
 def test_non_module_raises(tiny_generator):
     with pytest.raises(TypeError, match="nn.Module"):
         DefendedClassifier(lambda x: x, tiny_generator)  # type: ignore[arg-type]
+
+
+def test_classifier_generator_mismatch_is_named(tiny_generator):
+    from manifold_defense.models import ModelA
+
+    d = DefendedClassifier(ModelA(in_channels=3, width=4), tiny_generator, ProjectionConfig(restarts=2, steps=1))
+    with pytest.raises(ValueError, match="classifier and generator do not match"):
+        d(torch.rand(2, 1, 28, 28))
