@@ -37,10 +37,14 @@ from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_cas
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "eot_pgd", "unrolled_pgd", "latent", "square", "on_manifold")
 
 
-def _load_defense(spec: str, classifier: str, projection: str) -> DefendedClassifier:
+def _load_defense(spec: str, classifier: str, projection: str, channels_last: bool = False) -> DefendedClassifier:
     defended = defended_fashion_mnist(classifier=classifier).eval() if spec == "fashion_mnist" else load(spec)
     if projection == "defense_gan":
         defended.config, defended.encoder = ProjectionConfig.defense_gan(), None
+    if channels_last:
+        # The same float32 arithmetic in another memory layout (the generator was loaded here, so
+        # changing it in place touches nothing a caller owns): ~25% faster projection on CPU.
+        defended.generator.to(memory_format=torch.channels_last)
     return defended
 
 
@@ -72,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--classifier", default="classifier", help="shipped classifier name (with --defense fashion_mnist)")
     parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
                         help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run the generator in channels_last memory format (same float32 math, faster on CPU)")
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "idx"], help="idx: use --data-dir")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--num-images", "--n", dest="n", type=int, default=500,
@@ -103,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         base = dataclasses.replace(base, pgd_steps=5, eot_steps=2, eot_samples=2, latent_steps=10, square_queries=50,
                                    on_manifold_steps=10, unrolled_steps=5, unrolled_pgd_steps=2, batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
-    defended = _load_defense(args.defense, args.classifier, args.projection)
+    defended = _load_defense(args.defense, args.classifier, args.projection, args.channels_last)
     classifier = defended.classifier
     x, y = load_idx_split("test", args.data_dir, limit=n)
     n_batches = (len(x) + base.batch_size - 1) // base.batch_size
@@ -144,12 +150,15 @@ def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: to
     # 1. Accuracy falls to chance at a budget that can erase the image.
     large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=("bpda_pgd",)), progress=False)
     found.append(checks.falls_to_chance(large[0].accuracy, large_eps))
-    # 2. Doubling steps and restarts of the iterative attacks does not change the defended worst case.
+    # 2. Doubling steps and restarts of the iterative attacks does not change the defended worst case:
+    #    the reported rows (on the check images) against a rerun of those attacks with 2x the effort.
     iterative = tuple(a for a in base.attacks if a in ("bpda_pgd", "eot_pgd", "latent", "unrolled_pgd"))
     if iterative:
-        cfg = dataclasses.replace(base, eps=eps, attacks=iterative)
-        once = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), "defended")
-        twice = worst_case(run_suite(classifier, defended, x, y, cfg.scaled(2), progress=False), "defended")
+        labels = {ATTACKS[a][1] for a in iterative}
+        reported = [Row(r.model, r.attack, r.threat, r.correct[: len(x)]) for r in rows if r.attack in labels]
+        once = worst_case(reported, "defended")
+        cfg = dataclasses.replace(base, eps=eps, attacks=iterative).scaled(2)
+        twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), "defended")
         if once is not None and twice is not None:
             found.append(checks.more_effort_is_stable(once.accuracy, twice.accuracy))
     # 3./4. White-box beats gradient-free; the attack breaks the undefended model.
@@ -177,12 +186,17 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
                     "encoder": defended.encoder is not None},
         "suite": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(base).items()},
         "results": {str(eps): [r.to_dict() for r in rows] for eps, rows in per_eps.items()},
+        # Per test image (in order), 1 = still correctly classified after the attack: any subset's
+        # accuracy can be recomputed from it (eval.reference_table does).
+        "per_example": {str(eps): {f"{r.model} | {r.attack}": "".join("1" if c else "0" for c in r.correct.tolist())
+                                   for r in rows} for eps, rows in per_eps.items()},
         "checks": [c.to_dict() for c in found],
         "seconds": round(seconds, 1),
         "versions": {"manifold_defense": manifold_defense.__version__, "torch": torch.__version__,
                      "torchattacks": torchattacks.__version__, "foolbox": foolbox.__version__,
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
+        "channels_last": args.channels_last,
     }
 
 

@@ -79,6 +79,10 @@ def test_report_writes_outputs(tiny_bundle, tmp_path: Path):
     assert saved["defense"]["projection"]["restarts"] == 2 and "torch" in saved["versions"]
     attacks = {r["attack"] for r in saved["results"]["0.1"]}
     assert "worst case (per example)" in attacks
+    # The per-example record reproduces every reported accuracy.
+    for r in saved["results"]["0.1"]:
+        bits = saved["per_example"]["0.1"][f"{r['model']} | {r['attack']}"]
+        assert len(bits) == r["n"] == 12 and bits.count("1") / len(bits) == pytest.approx(r["accuracy"])
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
@@ -99,3 +103,41 @@ def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Pat
     assert sharded["world_size"] == 2
     key = lambda rows: [(r["model"], r["attack"], r["accuracy"], r["n"]) for r in rows]  # noqa: E731
     assert key(sharded["results"]["0.1"]) == key(single["results"]["0.1"])
+
+
+def _fake_report(path: Path, n: int, bits: dict[str, str], seed: int = 0, per_example: bool = True) -> Path:
+    record = {"command": "python -m eval.robustness --fake", "dataset": "fashion-mnist", "n": n, "seed": seed,
+              "results": {}}
+    if per_example:
+        record["per_example"] = {"0.1": bits}
+    path.mkdir(parents=True)
+    (path / "robustness.json").write_text(json.dumps(record))
+    return path
+
+
+def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path):
+    from eval.reference_table import Column, ReportError, reference_table
+
+    a = _fake_report(tmp_path / "a", 8, {"undefended | clean": "11110000", "undefended | worst case (per example)": "10100000"})
+    b = _fake_report(tmp_path / "b", 4, {"defended | clean": "1101", "defended | BPDA-PGD": "0101",
+                                         "defended | worst case (per example)": "0101"})
+    cols = [Column("A", a, "undefended"), Column("B", b, "defended")]
+    table = reference_table(cols, first=4, eps=0.1)
+    rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
+    assert "| 100% | 75% |" in rows["clean"]          # A: 4/4 of its first four; B: 3/4
+    assert "| – | 50% |" in rows["BPDA-PGD"]          # A never ran BPDA-PGD
+    assert "**50%** | **50%**" in rows["worst case (per example)"]
+    with pytest.raises(ReportError, match="fewer than"):
+        reference_table(cols, first=8, eps=0.1)
+    with pytest.raises(ReportError, match="eps 0.2"):
+        reference_table(cols, first=4, eps=0.2)
+    old = _fake_report(tmp_path / "old", 8, {}, per_example=False)
+    with pytest.raises(ReportError, match="no per-example"):
+        reference_table([Column("old", old, "defended")], first=4, eps=0.1)
+    other_seed = _fake_report(tmp_path / "s1", 8, {"defended | clean": "1" * 8}, seed=1)
+    with pytest.raises(ReportError, match="seed"):
+        reference_table([cols[0], Column("s1", other_seed, "defended")], first=4, eps=0.1)
+    with pytest.raises(ValueError, match="TITLE=REPORT_DIR:MODEL"):
+        Column.parse("no-model-here")
+    with pytest.raises(ValueError, match="undefended"):
+        Column.parse("t=dir:other")

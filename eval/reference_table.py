@@ -1,0 +1,147 @@
+"""The README's side-by-side reference table, computed from saved robustness reports.
+
+Every ``robustness.json`` written by :mod:`eval.robustness` keeps, per eps and per (model, attack)
+row, whether each test image was still classified correctly. This script reads several reports and
+prints one Markdown table with a column per (report, model), over the first ``--first`` test images
+that all of them share, so that defenses evaluated with different budgets of images are compared on
+the same images. It recomputes nothing but accuracies: the attacks ran in the reports' commands,
+which it prints above the table.
+
+    python -m eval.reference_table --first 50 --eps 0.1
+    python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
+
+Example:
+    >>> from eval.reference_table import Column
+    >>> Column.parse("undefended=eval/reports/robustness_classifier:undefended").model
+    'undefended'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["Column", "ReportError", "reference_table", "DEFAULT_COLUMNS", "main"]
+
+WORST = "worst case (per example)"
+
+DEFAULT_COLUMNS = (
+    "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
+    "PGD-trained classifier, undefended=eval/reports/robustness_classifier_pgd:undefended",
+    "shipped classifier + Defense-GAN projection (R=10, L=200)=eval/reports/robustness_defense_gan:defended",
+    "shipped classifier + projection (default)=eval/reports/robustness_classifier:defended",
+    "on-manifold-robust classifier + projection (default)=eval/reports/robustness_classifier_robust:defended",
+)
+
+
+class ReportError(ValueError):
+    """A report is missing, lacks per-example results, or does not match the others."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a title, the report directory and the model ('undefended' or 'defended')."""
+
+    title: str
+    report: Path
+    model: str
+
+    @classmethod
+    def parse(cls, spec: str) -> "Column":
+        """Parse ``"TITLE=REPORT_DIR:MODEL"``.
+
+        Raises:
+            ValueError: the spec does not have that form, or MODEL is not undefended/defended.
+        """
+        title, sep, rest = spec.rpartition("=")
+        path, sep2, model = rest.rpartition(":")
+        if not sep or not sep2 or not title or not path:
+            raise ValueError(f"column must be 'TITLE=REPORT_DIR:MODEL', got {spec!r}")
+        if model not in ("undefended", "defended"):
+            raise ValueError(f"MODEL must be 'undefended' or 'defended', got {model!r} in {spec!r}")
+        return cls(title, Path(path), model)
+
+
+def _load(report: Path) -> dict[str, Any]:
+    path = report / "robustness.json" if report.is_dir() or not report.suffix else report
+    if not path.exists():
+        raise ReportError(f"no report at {path}: run the command of eval.robustness that writes it")
+    record: dict[str, Any] = json.loads(path.read_text())
+    if "per_example" not in record:
+        raise ReportError(f"{path} has no per-example results (written by an older eval.robustness): rerun its command "
+                          f"{record.get('command', '')!r}")
+    return record
+
+
+def reference_table(columns: Sequence[Column], *, first: int, eps: float) -> str:
+    """Markdown: one row per attack, one column per :class:`Column`, accuracy over the first images.
+
+    Args:
+        columns: what to compare.
+        first: use the first ``first`` test images (every report must cover them).
+        eps: the Linf budget whose results are read.
+
+    Raises:
+        ReportError: a report is missing, lacks per-example data or ``eps``, covers fewer images,
+            or uses another dataset or seed than the first column's.
+    """
+    if first < 1:
+        raise ValueError(f"first must be >= 1, got {first}")
+    records = [_load(c.report) for c in columns]
+    reference = records[0]
+    attacks: list[str] = []
+    cells: list[dict[str, float]] = []
+    for column, record in zip(columns, records):
+        for key in ("dataset", "seed"):
+            if record.get(key) != reference.get(key):
+                raise ReportError(f"{column.report}: {key} {record.get(key)!r} differs from {reference.get(key)!r} "
+                                  f"in {columns[0].report}")
+        if record["n"] < first:
+            raise ReportError(f"{column.report} covers {record['n']} images, fewer than --first {first}")
+        per_eps = record["per_example"].get(str(float(eps)))
+        if per_eps is None:
+            raise ReportError(f"{column.report} has no results at eps {eps:g} (it has {sorted(record['per_example'])})")
+        mine: dict[str, float] = {}
+        for key, bits in per_eps.items():
+            model, _, attack = key.partition(" | ")
+            if model != column.model:
+                continue
+            mine[attack] = bits[:first].count("1") / first
+            if attack not in attacks and attack != WORST:
+                attacks.append(attack)
+        cells.append(mine)
+    lines = [
+        f"| attack (first {first} test images, Linf eps {eps:g}) | " + " | ".join(c.title for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for attack in [*attacks, WORST]:
+        values = [f"{100 * cell[attack]:.0f}%" if attack in cell else "–" for cell in cells]
+        if attack == WORST:
+            lines.append(f"| **{attack}** | " + " | ".join(f"**{v}**" for v in values) + " |")
+        else:
+            lines.append(f"| {attack} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--column", action="append", default=None,
+                        help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports)")
+    parser.add_argument("--first", type=int, default=50, help="use the first N test images")
+    parser.add_argument("--eps", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
+    table = reference_table(columns, first=args.first, eps=args.eps)
+    commands = []
+    for report in dict.fromkeys(c.report for c in columns):
+        commands.append(f"- `{report}`: `{_load(report)['command']}`")
+    text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
