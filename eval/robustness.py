@@ -6,8 +6,9 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
     torchrun --nproc_per_node 2 -m eval.robustness --num-images 500   # sharded; identical totals
 
 Writes ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
-worst-case accuracy, checks), ``OUT/robustness.md`` and PNG figures ``OUT/accuracy_vs_eps.png`` and
-``OUT/examples.png`` (x / adversarial / projection G(z*)).
+worst-case accuracy, per-example results, checks), ``OUT/robustness.md`` and PNG figures
+``OUT/accuracy_vs_eps.png`` and ``OUT/examples.png`` (x / adversarial / projection G(z*)).
+``python -m eval.reference_table`` puts several reports side by side on the same images.
 """
 
 from __future__ import annotations
