@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .suite import ATTACKS
+
 __all__ = ["Column", "ReportError", "reference_table", "DEFAULT_COLUMNS", "main"]
 
 WORST = "worst case (per example)"
@@ -113,6 +115,8 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float) -> str
             if attack not in attacks and attack != WORST:
                 attacks.append(attack)
         cells.append(mine)
+    order = [label for _, label, _, _ in ATTACKS.values()]
+    attacks.sort(key=lambda a: order.index(a) if a in order else len(order))
     lines = [
         f"| attack (first {first} test images, Linf eps {eps:g}) | " + " | ".join(c.title for c in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
