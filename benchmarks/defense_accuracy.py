@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -22,6 +20,8 @@ import torch
 from eval.suite import SuiteConfig, run_suite, worst_case
 from manifold_defense import ProjectionConfig
 from manifold_defense.data import load_idx_split
+
+from .record import write_record
 from manifold_defense.pretrained import defended_fashion_mnist
 
 
@@ -56,10 +56,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                     "seconds": round(time.monotonic() - start, 1)}
         print(f"{name}: " + ", ".join(f"{r.attack} {100 * r.accuracy:.0f}%" for r in rows)
               + f" ({record['settings'][name]['seconds']} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(record, args.out)
     return record
 
 

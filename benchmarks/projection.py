@@ -15,16 +15,16 @@ Timings are wall-clock on this machine with ``torch.get_num_threads()`` threads;
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from manifold_defense import ProjectionConfig, project
 from manifold_defense.data import load_idx_split
+
+from .record import write_record
 from manifold_defense.pretrained import available, load_pretrained
 
 REFERENCE = ProjectionConfig.defense_gan()
@@ -122,10 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "throughput_ratio": ratio,
         "mse_not_higher": fast["mse"] <= ref["mse"],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(record, args.out)
     return record
 
 

@@ -90,9 +90,12 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float) -> str
         ReportError: a report is missing, lacks per-example data or ``eps``, covers fewer images,
             or uses another dataset or seed than the first column's.
     """
+    return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps)
+
+
+def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float) -> str:
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
-    records = [_load(c.report) for c in columns]
     reference = records[0]
     attacks: list[str] = []
     cells: list[dict[str, float]] = []
@@ -138,10 +141,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--eps", type=float, default=0.1)
     args = parser.parse_args(argv)
     columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
-    table = reference_table(columns, first=args.first, eps=args.eps)
-    commands = []
-    for report in dict.fromkeys(c.report for c in columns):
-        commands.append(f"- `{report}`: `{_load(report)['command']}`")
+    records = [_load(c.report) for c in columns]
+    table = _table(columns, records, first=args.first, eps=args.eps)
+    commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)
     return text
