@@ -5,14 +5,20 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
 * Off-manifold, own loop: :class:`FGSM`, :class:`LinfPGD`, :class:`L2PGD` (EOT and restarts built in).
 * Off-manifold, libraries: :class:`TorchAttack` (FGSM, PGD, PGDL2, CW, APGD, AutoAttack, Square),
   :class:`FoolboxAttack` (LinfPGD, L2PGD, HopSkipJump, Boundary).
-* Adaptive, as gradient surrogates for any attack above: :class:`BPDA`, :class:`EOT`, :class:`Unrolled`.
+* Off-manifold, parameter-free: :class:`APGD` (Croce & Hein 2020; CE, DLR or margin loss, EOT, every
+  iterate checked).
+* Adaptive, as gradient surrogates for any attack above: :class:`ExactGradient` (the deployed
+  projection's exact, checkpointed gradient: the default), :class:`BPDA` (identity, amortised G(E(x))
+  or short-unroll approximations), :class:`EOT`, :class:`Unrolled`.
 * Adaptive, in latent space: :class:`LatentAttack`.
 * On-manifold: :class:`OnManifoldAttack` (overpowered and standard variants).
 """
 
+from .apgd import APGD
 from .base import AttackResult
 from .bpda import BPDA
 from .eot import EOT
+from .exact import ExactGradient
 from .fgsm import FGSM
 from .foolbox_adapter import FoolboxAttack
 from .latent import LatentAttack
@@ -22,6 +28,6 @@ from .torchattacks_adapter import TorchAttack
 from .unrolled import Unrolled
 
 __all__ = [
-    "AttackResult", "BPDA", "EOT", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
+    "APGD", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
     "OnManifoldAttack", "OnManifoldResult", "TorchAttack", "Unrolled",
 ]

@@ -1,55 +1,96 @@
 """Backward Pass Differentiable Approximation (Athalye, Carlini, Wagner 2018, "Obfuscated Gradients
 Give a False Sense of Security", section 4.1).
 
-A preprocessing defense f(x) = C(P(x)) whose P (here the projection onto G's range) has no useful
-gradient is attacked through a surrogate: the forward pass computes C(P(x)) exactly, the backward
-pass replaces P by the identity (P(x) ~ x), so d f / d x ~ grad C at P(x).
+A preprocessing defense f(x) = C(P(x)) is attacked through a surrogate: the forward pass computes
+C(P(x)) exactly, the backward pass replaces P by a differentiable g with g(x) ~ P(x):
+
+    forward  C(P(x)),        backward  d C(g(x)) / d x   at the point P(x).
+
+``approximation`` chooses g for a projection defense:
+
+* ``"identity"``: g(x) = x (straight-through; the paper's choice when P(x) ~ x);
+* ``"amortised"``: g(x) = G(E(x)), the encoder's one-shot projection (needs an encoder);
+* ``"unroll"``: g(x) = the projection with only ``unroll_steps`` steps, differentiated exactly.
+
+The exact gradient (:class:`attacks.ExactGradient`) is the reference; ``eval.surrogates`` measures
+each surrogate's strength and cost against it.
 
 Example:
     >>> from attacks import BPDA, LinfPGD
-    >>> surrogate = BPDA.from_defense(defended)                       # doctest: +SKIP
-    >>> result = LinfPGD(eps=0.1)(surrogate, x, y, judge=defended)    # doctest: +SKIP
+    >>> surrogate = BPDA.from_defense(defended, approximation="amortised")   # doctest: +SKIP
+    >>> result = LinfPGD(eps=0.1)(surrogate, x, y, judge=defended)           # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
 from manifold_defense import DefendedClassifier
 
-__all__ = ["BPDA"]
+__all__ = ["BPDA", "Approximation"]
+
+Approximation = Literal["identity", "amortised", "unroll"]
 
 
 class BPDA(nn.Module):
-    """C(P(x)) on the forward pass, straight through P on the backward pass.
+    """C(P(x)) on the forward pass; the backward pass differentiates C(g(x)) instead.
 
     Args:
         preprocess: P, images -> images of the same shape (any callable; not differentiated).
         classifier: C, images -> logits.
+        approximation: g, a differentiable callable images -> images (default: the identity).
 
     Shape:
         input (N, C, H, W); output (N, num_classes).
 
     Raises:
-        ValueError: P changes the shape of its input.
+        ValueError: P or g changes the shape of its input.
     """
 
-    def __init__(self, preprocess: Callable[[torch.Tensor], torch.Tensor], classifier: nn.Module) -> None:
+    def __init__(self, preprocess: Callable[[torch.Tensor], torch.Tensor], classifier: nn.Module,
+                 approximation: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.classifier = classifier
+        self.approximation = approximation
 
     @classmethod
-    def from_defense(cls, defended: DefendedClassifier) -> "BPDA":
-        """BPDA for a :class:`manifold_defense.DefendedClassifier` (P = its projection)."""
-        return cls(lambda x: defended.project(x).x_hat, defended.classifier)
+    def from_defense(cls, defended: DefendedClassifier, *, approximation: Approximation = "identity",
+                     unroll_steps: int = 10) -> "BPDA":
+        """BPDA for a :class:`manifold_defense.DefendedClassifier` (P = its projection as deployed).
+
+        Raises:
+            ValueError: unknown approximation; ``"amortised"`` without an encoder; unroll_steps < 1.
+        """
+        g: Callable[[torch.Tensor], torch.Tensor] | None
+        if approximation == "identity":
+            g = None
+        elif approximation == "amortised":
+            encoder = defended.encoder
+            if encoder is None:
+                raise ValueError("the amortised approximation G(E(x)) needs a defense with an encoder")
+            g = lambda x: defended.generator(encoder(x))  # noqa: E731
+        elif approximation == "unroll":
+            if unroll_steps < 1:
+                raise ValueError(f"unroll_steps must be >= 1, got {unroll_steps}")
+            short = defended.config.replace(steps=unroll_steps, halving_at=(), early_stop_tol=0.0)
+            g = lambda x: defended.project(x, config=short, create_graph=torch.is_grad_enabled()).x_hat  # noqa: E731
+        else:
+            raise ValueError(f"approximation must be 'identity', 'amortised' or 'unroll', got {approximation!r}")
+        return cls(lambda x: defended.project(x).x_hat, defended.classifier, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             purified = self.preprocess(x.detach())
         if purified.shape != x.shape:
             raise ValueError(f"preprocess changed the shape {tuple(x.shape)} to {tuple(purified.shape)}")
-        return self.classifier(x + (purified - x).detach())
+        if self.approximation is None or not (torch.is_grad_enabled() and x.requires_grad):
+            approx = x
+        else:
+            approx = self.approximation(x)
+            if approx.shape != x.shape:
+                raise ValueError(f"approximation changed the shape {tuple(x.shape)} to {tuple(approx.shape)}")
+        return self.classifier(approx + (purified - approx).detach())

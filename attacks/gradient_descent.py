@@ -6,27 +6,12 @@ Norm families subclass :class:`GradientAttack` and override ``random_start``, ``
 
 from __future__ import annotations
 
-import math
-from typing import Literal
-
 import torch
-import torch.nn.functional as F
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
+from .losses import LOSSES, Loss, attack_loss
 
 __all__ = ["GradientAttack", "LinfMixin", "L2Mixin"]
-
-Loss = Literal["ce", "margin"]
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor, kind: Loss) -> torch.Tensor:
-    """Per-example loss to maximise: cross-entropy, or the CW margin max_{j!=y} z_j - z_y."""
-    if kind == "ce":
-        return F.cross_entropy(logits, y, reduction="none")
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -math.inf).amax(1)
-    return other - true
-
 
 class LinfMixin:
     norm: Norm = "linf"
@@ -71,7 +56,7 @@ class GradientAttack:
         restarts: independent runs; an example counts as broken if any run breaks it.
         eot_samples: gradients averaged over this many forward passes per step (EOT, for
             randomised models; Athalye et al. 2018).
-        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (CW logit margin).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW logit margin) or ``"dlr"`` (see :mod:`attacks.losses`).
         bounds: pixel bounds.
         seed: seed of the random starts (None: torch's global RNG).
 
@@ -99,8 +84,8 @@ class GradientAttack:
         for name, value in (("steps", steps), ("restarts", restarts), ("eot_samples", eot_samples)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if loss not in ("ce", "margin"):
-            raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.steps, self.restarts, self.eot_samples, self.loss = int(steps), int(restarts), int(eot_samples), loss
         self.stepsize = check_eps(abs_stepsize, "abs_stepsize") if abs_stepsize is not None else rel_stepsize * self.eps
         self.random_start_enabled = random_start
@@ -123,7 +108,7 @@ class GradientAttack:
         for _ in range(self.eot_samples):
             x_in = x_adv.detach().requires_grad_(True)
             logits = model(x_in)
-            (g,) = torch.autograd.grad(_loss(logits, y, self.loss).sum(), x_in)
+            (g,) = torch.autograd.grad(attack_loss(logits, y, self.loss).sum(), x_in)
             total += g
         return total / self.eot_samples, logits.detach()
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .suite import ATTACKS
+from .stats import wilson_interval
+from .suite import ATTACKS, WORST
 
 __all__ = ["Column", "ReportError", "reference_table", "DEFAULT_COLUMNS", "main"]
 
-WORST = "worst case (per example)"
 
 DEFAULT_COLUMNS = (
     "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
@@ -78,22 +78,25 @@ def _load(report: Path) -> dict[str, Any]:
     return record
 
 
-def reference_table(columns: Sequence[Column], *, first: int, eps: float) -> str:
+def reference_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:
     """Markdown: one row per attack, one column per :class:`Column`, accuracy over the first images.
 
     Args:
         columns: what to compare.
         first: use the first ``first`` test images (every report must cover them).
         eps: the Linf budget whose results are read.
+        protocol: ``"one-shot"``, ``"worst-of-N"`` or ``"majority of N"`` (randomised defenses; a
+            deterministic report's one-shot results stand for all three).
 
     Raises:
         ReportError: a report is missing, lacks per-example data or ``eps``, covers fewer images,
             or uses another dataset or seed than the first column's.
     """
-    return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps)
+    return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
 
 
-def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float) -> str:
+def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
+           protocol: str = "one-shot") -> str:
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
     reference = records[0]
@@ -111,26 +114,34 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
             raise ReportError(f"{column.report} has no results at eps {eps:g} (it has {sorted(record['per_example'])})")
         mine: dict[str, float] = {}
         for key, bits in per_eps.items():
-            model, _, attack = key.partition(" | ")
-            if model != column.model:
+            model, attack, *rest = key.split(" | ")
+            if model != column.model or (rest and rest[0] != protocol):
                 continue
+            if not rest and protocol != "one-shot" and f"{key} | {protocol}" in per_eps:
+                continue  # this row has results under the requested protocol
             mine[attack] = bits[:first].count("1") / first
             if attack not in attacks and attack != WORST:
                 attacks.append(attack)
         cells.append(mine)
-    order = [label for _, label, _, _ in ATTACKS.values()]
+    order = [spec.label for spec in ATTACKS.values()]
     attacks.sort(key=lambda a: order.index(a) if a in order else len(order))
     lines = [
         f"| attack (first {first} test images, Linf eps {eps:g}) | " + " | ".join(c.title for c in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
     for attack in [*attacks, WORST]:
-        values = [f"{100 * cell[attack]:.0f}%" if attack in cell else "–" for cell in cells]
+        values = [_cell(cell[attack], first) if attack in cell else "–" for cell in cells]
         if attack == WORST:
             lines.append(f"| **{attack}** | " + " | ".join(f"**{v}**" for v in values) + " |")
         else:
             lines.append(f"| {attack} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def _cell(accuracy: float, n: int) -> str:
+    k = round(accuracy * n)
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * accuracy:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -139,10 +150,12 @@ def main(argv: Sequence[str] | None = None) -> str:
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports)")
     parser.add_argument("--first", type=int, default=50, help="use the first N test images")
     parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],
+                        help="verdict for randomised defenses (deterministic ones have one-shot results only)")
     args = parser.parse_args(argv)
     columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
     records = [_load(c.report) for c in columns]
-    table = _table(columns, records, first=args.first, eps=args.eps)
+    table = _table(columns, records, first=args.first, eps=args.eps, protocol=args.protocol)
     commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)

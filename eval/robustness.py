@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from attacks import BPDA, LinfPGD
+from attacks import APGD, BPDA, ExactGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig, load
 from manifold_defense.data import load_idx_split
 from manifold_defense.pretrained import defended_fashion_mnist
@@ -35,7 +35,8 @@ from manifold_defense.pretrained import defended_fashion_mnist
 from . import checks
 from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_case
 
-DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "eot_pgd", "unrolled_pgd", "latent", "square", "on_manifold")
+DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amortised", "eot_pgd", "exact_apgd_ce",
+                   "exact_apgd_dlr", "latent", "square", "on_manifold")
 
 
 def _load_defense(spec: str, classifier: str, projection: str, channels_last: bool = False) -> DefendedClassifier:
@@ -53,21 +54,28 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
     """Reassemble every rank's rows in batch order on rank 0 (other ranks get [])."""
     if world == 1:
         return rows
-    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds) for r in rows])
+    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds, r.correct_all, r.correct_vote) for r in rows])
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, payload)
     if dist.get_rank() != 0:
         return []
     merged = []
-    for i, (model, attack, threat, _, _) in enumerate(payload[1]):
-        by_batch: dict[int, torch.Tensor] = {}
-        for rank_batches, rank_rows in gathered:
-            flat, offset = rank_rows[i][3], 0
-            for b in rank_batches:  # a rank's tensor covers its batches in order
-                by_batch[b] = flat[offset:offset + batch_sizes[b]]
-                offset += batch_sizes[b]
-        correct = torch.cat([by_batch[b] for b in sorted(by_batch)])
-        merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered)))
+    for i, (model, attack, threat, *_) in enumerate(payload[1]):
+        columns: list[torch.Tensor | None] = []
+        for j in (3, 5, 6):  # correct, correct_all, correct_vote
+            if payload[1][i][j] is None:
+                columns.append(None)
+                continue
+            by_batch: dict[int, torch.Tensor] = {}
+            for rank_batches, rank_rows in gathered:
+                flat, offset = rank_rows[i][j], 0
+                for b in rank_batches:  # a rank's tensor covers its batches in order
+                    by_batch[b] = flat[offset:offset + batch_sizes[b]]
+                    offset += batch_sizes[b]
+            columns.append(torch.cat([by_batch[b] for b in sorted(by_batch)]))
+        correct, correct_all, correct_vote = columns
+        assert correct is not None  # noqa: S101  (every row has one-shot results)
+        merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered), correct_all, correct_vote))
     return merged
 
 
@@ -86,11 +94,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--eps", default="0.05,0.1,0.2", help="comma-separated Linf budgets")
     parser.add_argument("--large-eps", type=float, default=0.5, help="budget for the falls-to-chance check")
     parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
+    parser.add_argument("--models", default="undefended,defended",
+                        help="comma list: undefended (the bare classifier), defended (the deployed defense)")
+    parser.add_argument("--apgd-steps", type=int, default=SuiteConfig.apgd_steps)
+    parser.add_argument("--apgd-restarts", type=int, default=SuiteConfig.apgd_restarts)
+    parser.add_argument("--eot-samples", type=int, default=SuiteConfig.eot_samples,
+                        help="gradient samples per step against a randomised defense")
+    parser.add_argument("--draws", type=int, default=SuiteConfig.draws,
+                        help="N runs of a randomised defense for the worst-of-N and majority-vote verdicts")
+    parser.add_argument("--checkpoint-every", type=int, default=SuiteConfig.checkpoint_every,
+                        help="projection steps per recomputed segment of the exact gradient")
     parser.add_argument("--check-n", type=int, default=100, help="images used by the sanity checks")
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/robustness")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     parser.add_argument("--quick", action="store_true", help="32 images, one eps, few steps")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -103,16 +122,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     progress = rank == 0
 
     eps_list = [float(e) for e in args.eps.split(",") if e]
-    base = SuiteConfig(attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size)
+    base = SuiteConfig(attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size,
+                       models=tuple(m for m in args.models.split(",") if m), apgd_steps=args.apgd_steps,
+                       apgd_restarts=args.apgd_restarts, eot_samples=args.eot_samples, draws=args.draws,
+                       checkpoint_every=args.checkpoint_every)
     n, check_n = args.n, args.check_n
     if args.quick:
         n, check_n, eps_list = min(n, 32), min(check_n, 16), eps_list[len(eps_list) // 2:][:1]
-        base = dataclasses.replace(base, pgd_steps=5, eot_steps=2, eot_samples=2, latent_steps=10, square_queries=50,
-                                   on_manifold_steps=10, unrolled_steps=5, unrolled_pgd_steps=2, batch_size=min(16, args.batch_size))
+        base = dataclasses.replace(base, pgd_steps=5, apgd_steps=5, eot_steps=2, eot_samples=2, draws=min(3, base.draws),
+                                   latent_steps=10, square_queries=50, on_manifold_steps=10,
+                                   batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
-    defended = _load_defense(args.defense, args.classifier, args.projection, args.channels_last)
+    defended = _load_defense(args.defense, args.classifier, args.projection, args.channels_last).to(args.device)
     classifier = defended.classifier
     x, y = load_idx_split("test", args.data_dir, limit=n)
+    x, y = x.to(args.device), y.to(args.device)
     n_batches = (len(x) + base.batch_size - 1) // base.batch_size
     batch_sizes = [min(base.batch_size, len(x) - b * base.batch_size) for b in range(n_batches)]
     mine = list(range(rank, n_batches, world))
@@ -148,27 +172,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
                 base: SuiteConfig, eps: float, large_eps: float, rows: list[Row]) -> list[checks.Check]:
     found = []
+    model = "defended" if "defended" in base.models else "undefended"
     # 1. Accuracy falls to chance at a budget that can erase the image.
-    large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=("bpda_pgd",)), progress=False)
+    key = "bpda_pgd" if model == "defended" else "exact_apgd_dlr"
+    large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=(key,), models=(model,)),
+                      progress=False)
     found.append(checks.falls_to_chance(large[0].accuracy, large_eps))
-    # 2. Doubling steps and restarts of the iterative attacks does not change the defended worst case:
-    #    the reported rows (on the check images) against a rerun of those attacks with 2x the effort.
-    iterative = tuple(a for a in base.attacks if a in ("bpda_pgd", "eot_pgd", "latent", "unrolled_pgd"))
+    # 2. Doubling the iterations of the iterative attacks does not change the worst case: the
+    #    reported rows (on the check images) against a rerun of those attacks with 2x the effort.
+    iterative = tuple(a for a in base.attacks if ATTACKS[a].iterative and ATTACKS[a].worst_case)
     if iterative:
-        labels = {ATTACKS[a][1] for a in iterative}
+        labels = {ATTACKS[a].label for a in iterative}
         reported = [Row(r.model, r.attack, r.threat, r.correct[: len(x)]) for r in rows if r.attack in labels]
-        once = worst_case(reported, "defended")
-        cfg = dataclasses.replace(base, eps=eps, attacks=iterative).scaled(2)
-        twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), "defended")
+        once = worst_case(reported, model)
+        cfg = dataclasses.replace(base, eps=eps, attacks=iterative, models=(model,)).scaled(2)
+        twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), model)
         if once is not None and twice is not None:
             found.append(checks.more_effort_is_stable(once.accuracy, twice.accuracy))
-    # 3./4. White-box beats gradient-free; the attack breaks the undefended model.
-    found.append(checks.whitebox_beats_gradient_free(rows, "defended"))
-    found.append(checks.whitebox_beats_gradient_free(rows, "undefended"))
+    # 3./4. White-box beats gradient-free; attack families agree; the attacks break the undefended model.
+    for m in base.models:
+        found.append(checks.whitebox_beats_gradient_free(rows, m))
+        found.append(checks.families_agree(rows, m))
     found.append(checks.breaks_undefended(rows))
     # 5. Gradient health of what the attacks differentiate.
-    found.append(checks.gradient_health("defended model as deployed", defended, x[:16], y[:16]))
-    found.append(checks.gradient_health("BPDA surrogate", BPDA.from_defense(defended), x[:16], y[:16]))
+    if "defended" in base.models:
+        found.append(checks.gradient_health("defended model as deployed", defended, x[:16], y[:16]))
+        found.append(checks.gradient_health("exact gradient of the deployed defense",
+                                            ExactGradient(defended, checkpoint_every=base.checkpoint_every), x[:16], y[:16]))
+        found.append(checks.gradient_health("BPDA surrogate", BPDA.from_defense(defended), x[:16], y[:16]))
     return found
 
 
@@ -185,27 +216,37 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
         "dataset": args.dataset, "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
         "defense": {"spec": args.defense, "classifier": args.classifier, "projection": defended.config.to_dict(),
                     "encoder": defended.encoder is not None},
-        "suite": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(base).items()},
+        "suite": base.to_dict(),
         "results": {str(eps): [r.to_dict() for r in rows] for eps, rows in per_eps.items()},
         # Per test image (in order), 1 = still correctly classified after the attack: any subset's
         # accuracy can be recomputed from it (eval.reference_table does).
-        "per_example": {str(eps): {f"{r.model} | {r.attack}": "".join("1" if c else "0" for c in r.correct.tolist())
-                                   for r in rows} for eps, rows in per_eps.items()},
+        "per_example": {str(eps): {_key(r, protocol): "".join("1" if c else "0" for c in correct.tolist())
+                                   for r in rows for protocol, correct in r.protocols().items()}
+                        for eps, rows in per_eps.items()},
         "checks": [c.to_dict() for c in found],
         "seconds": round(seconds, 1),
         "versions": {"manifold_defense": manifold_defense.__version__, "torch": torch.__version__,
                      "torchattacks": torchattacks.__version__, "foolbox": foolbox.__version__,
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
+        "device": str(args.device),
         "channels_last": args.channels_last,
     }
+
+
+def _key(row: Row, protocol: str) -> str:
+    """'model | attack' for one-shot results, 'model | attack | protocol' for the others."""
+    return f"{row.model} | {row.attack}" + ("" if protocol == "one-shot" else f" | {protocol}")
 
 
 def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], found: list[checks.Check],
            defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"Command: `{record['command']}`", "", f"n = {record['n']} Fashion-MNIST test images, seed {record['seed']}.", ""]
+    lines = [f"Command: `{record['command']}`", "",
+             f"n = {record['n']} Fashion-MNIST test images (the first n), seed {record['seed']}; "
+             f"{record['seconds']:.0f} s on {record['threads']} CPU threads x {record['world_size']} process(es). "
+             "Brackets: 95% Wilson confidence intervals.", ""]
     for eps_value, rows in per_eps.items():
         lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
     if found:
@@ -242,11 +283,11 @@ def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClass
     fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
     plt.close(fig)
 
-    adv = LinfPGD(eps=eps, steps=20, seed=0)(BPDA.from_defense(defended), x, y, judge=defended).adversarial
+    adv = APGD(eps=eps, steps=20, loss="dlr", seed=0)(ExactGradient(defended), x, y).adversarial
     projected = defended.project(adv).x_hat
     fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 1.2, 4))
     for j in range(len(x)):
-        for i, (img, title) in enumerate(((x, "x"), (adv, f"BPDA-PGD eps {eps:g}"), (projected, "G(z*)"))):
+        for i, (img, title) in enumerate(((x, "x"), (adv, f"exact-gradient APGD eps {eps:g}"), (projected, "G(z*)"))):
             axes[i, j].imshow(img[j, 0].detach().cpu(), cmap="gray", vmin=0, vmax=1)
             axes[i, j].axis("off")
             if j == 0:

@@ -1,155 +1,297 @@
-"""The attack suite behind the demo and the robustness report: one place that says which attacks
-run against which model, with which budget, and how per-example results combine.
+"""The attack suite behind the demo and the robustness report: one registry of attacks, each an
+:class:`AttackSpec` entry, and the rules for combining their per-example results.
 
-Every row records, per example, whether the model was still right after the attack. The worst case
-over the Linf attacks is their per-example AND (an example counts as robust only if every attack
-failed on it), as AutoAttack reports. On-manifold attacks use another threat model (an L2 bound on
-G's range, not the Linf ball around x), so they are reported beside the worst case, not inside it.
+Every attack returns adversarial images per model ("undefended": the bare classifier, "defended":
+the deployed defense); the suite judges them itself, always on the deployed models, so no attack
+grades its own work. The worst case over the Linf attacks is their per-example AND (an example
+counts as robust only if every attack failed on it), as AutoAttack reports. On-manifold and L2
+attacks use other threat models, so they are reported beside the worst case, not inside it.
+
+The default adaptive attack is APGD through the exact gradient of the defense as deployed
+(:class:`attacks.ExactGradient`: same projection config, every step, checkpointed). Surrogates
+(BPDA with the identity or the amortised G(E(x)); EOT) are extra rows, never the only word.
+
+A randomised defense (random restarts without a fixed seed) is judged three ways when
+``SuiteConfig.draws`` > 1: one-shot (one run of the defense), worst-of-N (robust only if all N
+independent runs classify the adversarial correctly) and majority vote of N runs.
+
+Adding an attack: write it in ``attacks/``, then one runner function here and one
+``AttackSpec`` entry in :data:`ATTACKS`; ``--attacks KEY`` then runs it and the checks pick it up by
+its flags.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from attacks import BPDA, FGSM, L2PGD, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack, Unrolled
+from attacks import APGD, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
 
-__all__ = ["SuiteConfig", "Row", "run_suite", "worst_case", "ATTACKS"]
+from .stats import format_accuracy, wilson_interval
+
+__all__ = ["SuiteConfig", "AttackSpec", "Row", "ATTACKS", "run_suite", "worst_case", "format_table", "is_randomized",
+           "WORST"]
+
+WORST = "worst case (per example)"
 
 
 @dataclass
 class SuiteConfig:
-    """Budgets of the attack suite (eps in Linf pixel units of [0, 1] images)."""
+    """Budgets of the attack suite (eps in Linf pixel units of [0, 1] images).
+
+    Fields named in :attr:`EFFORT` are iteration counts: :meth:`scaled` multiplies them.
+    """
 
     eps: float = 0.1
     l2_eps: float = 1.5
     pgd_steps: int = 20
     pgd_restarts: int = 1
-    eot_samples: int = 4
+    apgd_steps: int = 100  # APGD iterations (exact gradient and surrogates)
+    apgd_restarts: int = 1
+    checkpoint_every: int = 10  # projection steps per recomputed segment of the exact gradient
+    eot_samples: int = 4  # gradient samples per step against a randomised defense
     eot_steps: int = 10
-    unrolled_steps: int = 10  # projection steps the unrolled attack differentiates through
-    unrolled_pgd_steps: int = 5
+    draws: int = 10  # N runs of a randomised defense for worst-of-N and majority vote
     latent_steps: int = 100
     square_queries: int = 200
     on_manifold_eta: float = 2.0  # L2 bound ||G(z) - G(z')|| for the on-manifold attack
     on_manifold_steps: int = 100
     batch_size: int = 50
-    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "bpda_pgd", "eot_pgd", "on_manifold")
+    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "bpda_pgd", "exact_apgd_dlr", "on_manifold")
+    models: tuple[str, ...] = ("undefended", "defended")
     seed: int = 0
 
+    EFFORT = ("pgd_steps", "pgd_restarts", "apgd_steps", "eot_steps", "latent_steps", "square_queries",
+              "on_manifold_steps")
+
     def scaled(self, factor: int) -> "SuiteConfig":
-        """The same suite with ``factor`` times the steps and restarts (the 'more effort' check)."""
-        return SuiteConfig(**{
-            **asdict(self),
-            "pgd_steps": self.pgd_steps * factor, "pgd_restarts": self.pgd_restarts * factor,
-            "eot_steps": self.eot_steps * factor, "latent_steps": self.latent_steps * factor,
-            "square_queries": self.square_queries * factor, "on_manifold_steps": self.on_manifold_steps * factor,
-            "unrolled_pgd_steps": self.unrolled_pgd_steps * factor,
-        })
+        """The same suite with ``factor`` times the iterations (the 'more effort' check)."""
+        return replace(self, **{name: getattr(self, name) * factor for name in self.EFFORT})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def is_randomized(defended: DefendedClassifier) -> bool:
+    """Whether two runs of the defense on the same input can differ (fresh random restarts)."""
+    c = defended.config
+    if c.seed is not None:
+        return False
+    warm = defended.encoder is not None and c.use_encoder  # restart 0 is E(x), not a random draw
+    return c.restarts > (1 if warm else 0)
+
+
+Adversarials = dict[str, torch.Tensor]
+Runner = Callable[[nn.Module, DefendedClassifier, torch.Tensor, torch.Tensor, SuiteConfig], Adversarials]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of the suite.
+
+    Attributes:
+        key: the name on the command line (``--attacks``).
+        label: the row title in tables and reports.
+        run: (classifier, defended, x, y, cfg) -> adversarial images for each model in ``cfg.models``
+            that the attack applies to.
+        threat: the threat model's label for a config (``"Linf 0.1"``).
+        family: attacks of one family share a gradient source; the checks compare families.
+        worst_case: counts toward the Linf worst case.
+        iterative: its effort grows with :meth:`SuiteConfig.scaled` (the 2x-effort check reruns it).
+        gradient_free: uses only the model's outputs.
+        adaptive: a white-box attack that knows the defense (the family-agreement check compares these).
+        needs_defense: has rows only for the defended model.
+    """
+
+    key: str
+    label: str
+    run: Runner
+    threat: Callable[[SuiteConfig], str]
+    family: str
+    worst_case: bool = True
+    iterative: bool = False
+    gradient_free: bool = False
+    adaptive: bool = False
+    needs_defense: bool = False
 
 
 @dataclass
 class Row:
-    """One (model, attack) result: per-example correctness after the attack."""
+    """One (model, attack) result: per-example correctness after the attack.
+
+    ``correct`` is the one-shot verdict; for a randomised defense ``correct_all`` (all N runs right)
+    and ``correct_vote`` (majority of N runs right) are set too.
+    """
 
     model: str
     attack: str
     threat: str
     correct: torch.Tensor = field(repr=False)
     seconds: float = 0.0
+    correct_all: torch.Tensor | None = field(default=None, repr=False)
+    correct_vote: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def accuracy(self) -> float:
         return float(self.correct.float().mean())
 
+    def protocols(self) -> dict[str, torch.Tensor]:
+        """Per-example correctness under each protocol this row has (one-shot first)."""
+        out = {"one-shot": self.correct}
+        if self.correct_all is not None and self.correct_vote is not None:
+            out["worst-of-N"], out["majority of N"] = self.correct_all, self.correct_vote
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "attack": self.attack, "threat": self.threat,
-                "accuracy": self.accuracy, "n": int(self.correct.numel()), "seconds": round(self.seconds, 2)}
-
-
-Runner = Callable[[nn.Module, DefendedClassifier, torch.Tensor, torch.Tensor, SuiteConfig], dict[str, torch.Tensor]]
+        n = int(self.correct.numel())
+        d: dict[str, Any] = {"model": self.model, "attack": self.attack, "threat": self.threat, "n": n,
+                             "seconds": round(self.seconds, 2)}
+        for name, correct in self.protocols().items():
+            k = int(correct.sum())
+            prefix = "" if name == "one-shot" else name.replace(" ", "_").replace("-", "_") + "_"
+            d[prefix + "accuracy"] = k / n
+            d[prefix + "ci95"] = [round(v, 4) for v in wilson_interval(k, n)]
+        return d
 
 
 def _linf(cfg: SuiteConfig) -> str:
     return f"Linf {cfg.eps:g}"
 
 
-def _clean(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> dict[str, torch.Tensor]:
-    return {"undefended": predict(clf, x) == y, "defended": predict(d, x) == y}
+def _none(cfg: SuiteConfig) -> str:
+    return "none"
 
 
-def _fgsm(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _on_both(cfg: SuiteConfig, undefended: Callable[[], torch.Tensor] | None,
+             defended: Callable[[], torch.Tensor] | None) -> Adversarials:
+    """Run only the halves that ``cfg.models`` asks for (the expensive defended half is often skipped)."""
+    out: Adversarials = {}
+    if undefended is not None and "undefended" in cfg.models:
+        out["undefended"] = undefended()
+    if defended is not None and "defended" in cfg.models:
+        out["defended"] = defended()
+    return out
+
+
+def _clean(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    return _on_both(cfg, lambda: x, lambda: x)
+
+
+def _fgsm(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = FGSM(eps=cfg.eps)
-    return {"undefended": ~attack(clf, x, y).success,
-            "defended": ~attack(BPDA.from_defense(d), x, y, judge=d).success}
+    return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
+                    lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _pgd(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
-    # Through the defense as deployed: its gradient is zero (the masking an evaluation must see through).
+def _pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    # Through the defense as deployed (gradient="detached"): its gradient is zero, the masking an
+    # evaluation must see through. The row is the symptom, kept to show it.
     attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
-    return {"undefended": ~attack(clf, x, y).success, "defended": ~attack(d, x, y).success}
+    return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
-def _pgd_l2(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _pgd_l2(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = L2PGD(eps=cfg.l2_eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
-    return {"undefended": ~attack(clf, x, y).success,
-            "defended": ~attack(BPDA.from_defense(d), x, y, judge=d).success}
+    return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
+                    lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _bpda_pgd(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _bpda_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
-    return {"defended": ~attack(BPDA.from_defense(d), x, y, judge=d).success}
+    return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _eot_pgd(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _bpda_apgd_amortised(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+                         cfg: SuiteConfig) -> Adversarials:
+    if d.encoder is None:
+        return {}
+    attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="dlr", seed=cfg.seed)
+    return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d, approximation="amortised"), x, y).adversarial)
+
+
+def _eot_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = LinfPGD(eps=cfg.eps, steps=cfg.eot_steps, eot_samples=cfg.eot_samples, seed=cfg.seed)
-    return {"defended": ~attack(BPDA.from_defense(d), x, y, judge=d).success}
+    return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _unrolled_pgd(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
-    surrogate = Unrolled(d, steps=cfg.unrolled_steps)
-    attack = LinfPGD(eps=cfg.eps, steps=cfg.unrolled_pgd_steps, seed=cfg.seed)
-    return {"defended": ~attack(surrogate, x, y, judge=d).success}
+def _exact_apgd(loss: str) -> Runner:
+    def run(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+        eot = cfg.eot_samples if is_randomized(d) else 1
+        defended_attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
+                               eot_samples=eot, seed=cfg.seed)
+        plain = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, seed=cfg.seed)  # type: ignore[arg-type]
+        surrogate = ExactGradient(d, checkpoint_every=cfg.checkpoint_every)
+        return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
+    return run
 
 
-def _latent(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
-    return {"defended": ~LatentAttack(eps=cfg.eps, steps=cfg.latent_steps)(d, x, y).success}
+def _latent(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    return _on_both(cfg, None, lambda: LatentAttack(eps=cfg.eps, steps=cfg.latent_steps)(d, x, y).adversarial)
 
 
-def _square(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _square(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = TorchAttack("Square", eps=cfg.eps, n_queries=cfg.square_queries, seed=cfg.seed)
-    return {"undefended": ~attack(clf, x, y).success, "defended": ~attack(d, x, y).success}
+    return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
-def _on_manifold(clf, d, x, y, cfg):  # type: ignore[no-untyped-def]
+def _on_manifold(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     """Standard variant from the projection z*(x): is C (resp. the defense) still right on G(z')?"""
     z = d.project(x).z
     result = OnManifoldAttack(eta=cfg.on_manifold_eta, steps=cfg.on_manifold_steps, variant="standard",
                               seed=cfg.seed)(d.classifier, d.generator, z)
     x_adv = result.x_prime.clamp(0.0, 1.0)
-    return {"undefended": predict(clf, x_adv) == y, "defended": predict(d, x_adv) == y}
+    return _on_both(cfg, lambda: x_adv, lambda: x_adv)
 
 
-# name -> (runner, label in tables, threat model, counts toward the Linf worst case)
-ATTACKS: dict[str, tuple[Runner, str, Callable[[SuiteConfig], str], bool]] = {
-    "clean": (_clean, "clean", lambda c: "none", True),
-    "fgsm": (_fgsm, "FGSM (BPDA on defended)", _linf, True),
-    "pgd": (_pgd, "PGD (naive on defended)", _linf, True),
-    "pgd_l2": (_pgd_l2, "PGD-L2 (BPDA on defended)", lambda c: f"L2 {c.l2_eps:g}", False),
-    "bpda_pgd": (_bpda_pgd, "BPDA-PGD", _linf, True),
-    "eot_pgd": (_eot_pgd, "EOT-BPDA-PGD", _linf, True),
-    "unrolled_pgd": (_unrolled_pgd, "unrolled-PGD", _linf, True),
-    "latent": (_latent, "latent reparam.", _linf, True),
-    "square": (_square, "Square (gradient-free)", _linf, True),
-    "on_manifold": (_on_manifold, "on-manifold (standard)", lambda c: f"L2 {c.on_manifold_eta:g} on G", False),
-}
+ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
+    AttackSpec("clean", "clean", _clean, _none, "none"),
+    AttackSpec("fgsm", "FGSM (BPDA on defended)", _fgsm, _linf, "bpda-identity"),
+    AttackSpec("pgd", "PGD (naive on defended)", _pgd, _linf, "naive", iterative=True),
+    AttackSpec("pgd_l2", "PGD-L2 (BPDA on defended)", _pgd_l2, lambda c: f"L2 {c.l2_eps:g}", "bpda-identity",
+               worst_case=False, iterative=True),
+    AttackSpec("bpda_pgd", "BPDA-PGD", _bpda_pgd, _linf, "bpda-identity", iterative=True, adaptive=True,
+               needs_defense=True),
+    AttackSpec("bpda_apgd_amortised", "APGD-DLR, BPDA via G(E(x))", _bpda_apgd_amortised, _linf, "bpda-amortised",
+               iterative=True, adaptive=True, needs_defense=True),
+    AttackSpec("eot_pgd", "EOT-BPDA-PGD", _eot_pgd, _linf, "bpda-identity", iterative=True, adaptive=True,
+               needs_defense=True),
+    AttackSpec("exact_apgd_ce", "APGD-CE, exact gradient", _exact_apgd("ce"), _linf, "exact-gradient",
+               iterative=True, adaptive=True),
+    AttackSpec("exact_apgd_dlr", "APGD-DLR, exact gradient", _exact_apgd("dlr"), _linf, "exact-gradient",
+               iterative=True, adaptive=True),
+    AttackSpec("latent", "latent reparam.", _latent, _linf, "latent", iterative=True, adaptive=True,
+               needs_defense=True),
+    AttackSpec("square", "Square (gradient-free)", _square, _linf, "gradient-free", iterative=True,
+               gradient_free=True),
+    AttackSpec("on_manifold", "on-manifold (standard)", _on_manifold, lambda c: f"L2 {c.on_manifold_eta:g} on G",
+               "on-manifold", worst_case=False, iterative=True),
+)}
+
+_BY_LABEL = {spec.label: spec for spec in ATTACKS.values()}
+
+
+def spec_of(row: Row) -> AttackSpec | None:
+    """The registry entry of a row (None for derived rows such as the worst case)."""
+    return _BY_LABEL.get(row.attack)
+
+
+def _judge(model: nn.Module, adv: torch.Tensor, y: torch.Tensor, draws: int) -> tuple[torch.Tensor, ...]:
+    """One-shot correctness, and with ``draws`` > 1 also all-N-correct and majority-correct."""
+    if draws <= 1:
+        return (predict(model, adv) == y,)
+    preds = torch.stack([predict(model, adv) for _ in range(draws)])  # (N, n)
+    right = preds == y
+    classes = int(max(preds.max(), y.max())) + 1
+    votes = torch.nn.functional.one_hot(preds, num_classes=classes).sum(0)  # (n, classes)
+    best_other = votes.scatter(1, y[:, None], 0).amax(1)
+    return right[0], right.all(0), right.sum(0) > best_other  # a tie is not a correct vote
 
 
 def run_suite(
@@ -169,45 +311,70 @@ def run_suite(
     rows of a single-process run for those batches.
 
     Raises:
-        ValueError: an unknown attack name.
+        ValueError: an unknown attack or model name.
     """
     unknown = [a for a in cfg.attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}; known: {sorted(ATTACKS)}")
+    bad_models = [m for m in cfg.models if m not in ("undefended", "defended")]
+    if bad_models:
+        raise ValueError(f"unknown models {bad_models}; known: ['defended', 'undefended']")
+    judges = {"undefended": classifier, "defended": defended}
+    draws = {"undefended": 1, "defended": cfg.draws if is_randomized(defended) else 1}
     n_batches = (len(x) + cfg.batch_size - 1) // cfg.batch_size
     mine = list(range(n_batches)) if batches is None else batches
     rows: list[Row] = []
     bar = tqdm(cfg.attacks, desc="attacks", unit="attack", disable=not progress)
     for a, name in enumerate(bar):
-        runner, label, threat, _ = ATTACKS[name]
+        spec = ATTACKS[name]
         bar.set_postfix(attack=name)
         start = time.monotonic()
-        parts: dict[str, list[torch.Tensor]] = {}
+        parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
         for b in tqdm(mine, desc=name, unit="batch", leave=False, disable=not progress):
             torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            for model, correct in runner(classifier, defended, x[sl], y[sl], cfg).items():
-                parts.setdefault(model, []).append(correct.cpu())
+            for model, adv in spec.run(classifier, defended, x[sl], y[sl], cfg).items():
+                verdicts = _judge(judges[model], adv, y[sl], draws[model])
+                parts.setdefault(model, []).append(tuple(v.cpu() for v in verdicts))
         seconds = time.monotonic() - start
         for model, chunks in parts.items():
-            rows.append(Row(model, label, threat(cfg), torch.cat(chunks), seconds))
+            columns = [torch.cat(c) for c in zip(*chunks)]
+            rows.append(Row(model, spec.label, spec.threat(cfg), columns[0], seconds,
+                            *(columns[1:] if len(columns) == 3 else [])))
     return rows
 
 
 def worst_case(rows: list[Row], model: str) -> Row | None:
-    """Per-example AND of correctness over ``model``'s rows that count toward the Linf worst case."""
-    counted = {ATTACKS[k][1] for k, v in ATTACKS.items() if v[3]}
-    mine = [r for r in rows if r.model == model and r.attack in counted]
+    """Per-example AND of correctness (under every protocol) over ``model``'s Linf worst-case rows."""
+    mine = [r for r in rows if r.model == model and (s := spec_of(r)) is not None and s.worst_case]
     if not mine:
         return None
     correct = torch.stack([r.correct for r in mine]).all(0)
+    extra: list[torch.Tensor | None] = [None, None]
+    if all(r.correct_all is not None for r in mine):
+        extra = [torch.stack([r.correct_all for r in mine]).all(0),  # type: ignore[misc]
+                 torch.stack([r.correct_vote for r in mine]).all(0)]  # type: ignore[misc]
     threat = next((r.threat for r in mine if r.threat != "none"), "none")
-    return Row(model, "worst case (per example)", threat, correct, sum(r.seconds for r in mine))
+    return Row(model, WORST, threat, correct, sum(r.seconds for r in mine), *extra)
 
 
 def format_table(rows: list[Row]) -> str:
-    """A Markdown table: model | attack | threat | accuracy."""
-    lines = ["| model | attack | threat model | accuracy |", "|---|---|---|---|"]
+    """A Markdown table: model | attack | threat | accuracy [95% Wilson interval] (| worst-of-N | majority)."""
+    stochastic = any(r.correct_all is not None for r in rows)
+    head = "| model | attack | threat model | accuracy [95% CI] |"
+    rule = "|---|---|---|---|"
+    if stochastic:
+        head += " worst-of-N [95% CI] | majority of N [95% CI] |"
+        rule += "---|---|"
+    lines = [head, rule]
     for r in rows:
-        lines.append(f"| {r.model} | {r.attack} | {r.threat} | {100 * r.accuracy:.1f}% |")
+        cells = [format_accuracy(int(c.sum()), int(c.numel())) for c in r.protocols().values()]
+        if stochastic and len(cells) == 1:
+            cells += ["–", "–"]
+        lines.append(f"| {r.model} | {r.attack} | {r.threat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def suite_fields() -> list[str]:
+    """Names of :class:`SuiteConfig`'s fields (for CLIs that override them)."""
+    return [f.name for f in fields(SuiteConfig)]

@@ -22,7 +22,7 @@ from .validation import check_images, module_device_dtype
 
 __all__ = ["DefendedClassifier", "GradientMode"]
 
-GradientMode = Literal["detached", "bpda", "unrolled"]
+GradientMode = Literal["detached", "bpda", "exact", "unrolled"]
 
 
 class DefendedClassifier(nn.Module):
@@ -40,7 +40,12 @@ class DefendedClassifier(nn.Module):
             white-box attacker sees; attack it with the adaptive attacks in ``attacks``);
             ``"bpda"``: straight-through, the backward pass treats the projection as the identity
             (Athalye et al. 2018);
-            ``"unrolled"``: the true gradient through every optimisation step (memory-hungry).
+            ``"exact"``: the true gradient through every optimisation step of the projection as
+            deployed (same config, restarts, warm start), in the memory of ``checkpoint_every``
+            steps (:mod:`manifold_defense.exact_gradient`): what an adaptive attacker uses;
+            ``"unrolled"``: the same gradient with every step kept in the graph (memory grows with
+            steps x restarts; also reaches the generator's parameters).
+        checkpoint_every: steps per recomputed segment in ``"exact"`` mode.
 
     The wrapped modules become submodules (so ``.to()``, ``.eval()`` and ``state_dict`` reach them),
     but the wrapper itself never changes their mode, device or weights.
@@ -63,12 +68,15 @@ class DefendedClassifier(nn.Module):
         encoder: nn.Module | None = None,
         latent_dim: int | None = None,
         gradient: GradientMode = "detached",
+        checkpoint_every: int = 10,
     ) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module) or not isinstance(generator, nn.Module):
             raise TypeError("classifier and generator must be torch.nn.Module instances")
-        if gradient not in ("detached", "bpda", "unrolled"):
-            raise ValueError(f"gradient must be 'detached', 'bpda' or 'unrolled', got {gradient!r}")
+        if gradient not in ("detached", "bpda", "exact", "unrolled"):
+            raise ValueError(f"gradient must be 'detached', 'bpda', 'exact' or 'unrolled', got {gradient!r}")
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
         self.classifier = classifier
         self.generator = generator
         self.operator = operator
@@ -76,6 +84,7 @@ class DefendedClassifier(nn.Module):
         self.config = config or ProjectionConfig()
         self.latent_dim = latent_dim_of(generator, latent_dim)
         self.gradient: GradientMode = gradient
+        self.checkpoint_every = checkpoint_every
         self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
         if encoder is None and self.config.restarts == 1 and self.config.steps > 0:
             warnings.warn(
@@ -103,26 +112,29 @@ class DefendedClassifier(nn.Module):
 
     def project(
         self, x: torch.Tensor, *, rng: torch.Generator | None = None, create_graph: bool = False,
-        config: ProjectionConfig | None = None,
+        config: ProjectionConfig | None = None, checkpoint_every: int | None = None,
     ) -> ProjectionResult:
         """Project x onto G's range; see :func:`manifold_defense.projection.project`.
 
         Args:
             x: images (N, C, H, W).
             rng: CPU generator for the restarts (default: ``config.seed`` or torch's global RNG).
-            create_graph: keep the optimisation in the autograd graph.
+            create_graph: give ``x_hat`` the exact gradient of the optimisation with respect to x.
             config: override the model's projection settings for this call.
+            checkpoint_every: with ``create_graph``, recompute segments of this many steps in the
+                backward pass instead of keeping every step (same gradient, bounded memory).
         """
         self.check_input(x)
         return project(
             self.generator, x, config or self.config, operator=self.operator, encoder=self.encoder,
-            rng=rng, latent_dim=self.latent_dim, create_graph=create_graph,
+            rng=rng, latent_dim=self.latent_dim, create_graph=create_graph, checkpoint_every=checkpoint_every,
         )
 
     def purify(self, x: torch.Tensor, *, rng: torch.Generator | None = None) -> torch.Tensor:
         """The projected images G(z*), with the gradient behaviour of ``self.gradient``."""
-        if self.gradient == "unrolled":
-            return self.project(x, rng=rng, create_graph=torch.is_grad_enabled()).x_hat
+        if self.gradient in ("exact", "unrolled"):
+            every = self.checkpoint_every if self.gradient == "exact" else None
+            return self.project(x, rng=rng, create_graph=torch.is_grad_enabled(), checkpoint_every=every).x_hat
         x_hat = self.project(x, rng=rng).x_hat
         if not (torch.is_grad_enabled() and x.requires_grad):
             return x_hat

@@ -191,6 +191,16 @@ class ProjectionLoop(nn.Module):
     """The optimisation itself, for one chunk of images: TorchScript-compatible, so that the library
     runs it eagerly and :mod:`manifold_defense.export` scripts the very same code.
 
+    The loop is split so that it can be resumed: :meth:`init_state` builds the optimiser state from
+    the starting points, :meth:`advance` runs steps ``[start, stop)`` on a state, :meth:`finish` picks
+    the best restart. ``forward`` is the three in a row; the checkpointed exact gradient
+    (:func:`manifold_defense.exact_gradient.checkpointed_projection`) runs the same three methods
+    segment by segment and recomputes each segment in the backward pass.
+
+    The state is the tuple (z, m1, m2, active, best, stale, last_loss, owner): rows of latent codes,
+    the optimiser's moments, which rows still step, early-stopping bookkeeping, the last loss per row,
+    and which image each row belongs to.
+
     Args:
         generator: G.
         operator: A.
@@ -233,23 +243,30 @@ class ProjectionLoop(nn.Module):
                 lr = lr * self.lr_decay
         return lr
 
-    def forward(
-        self, y: torch.Tensor, z0: torch.Tensor, create_graph: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        grad_was_enabled = torch.is_grad_enabled()
-        torch.set_grad_enabled(True)  # a function call, not a context manager: TorchScript accepts it
+    def init_state(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The state before step 0 for starting points z0 (b, R, k); rows grouped per image."""
         b, restarts, k = z0.shape[0], z0.shape[1], z0.shape[2]
-        # Rows are (image, restart) pairs grouped per image; `owner` maps a row to its image.
         z = z0.reshape(b * restarts, k)
         owner = torch.arange(b, device=z.device).repeat_interleave(restarts)
-        m1 = torch.zeros_like(z)
-        m2 = torch.zeros_like(z)
         active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
         best = torch.full([z.shape[0]], float("inf"), device=z.device, dtype=z.dtype)
         stale = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         last_loss = torch.full([z.shape[0]], float("inf"), device=z.device, dtype=z.dtype)
+        return z, torch.zeros_like(z), torch.zeros_like(z), active, best, stale, last_loss, owner
+
+    def advance(
+        self, y: torch.Tensor, z: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, active: torch.Tensor,
+        best: torch.Tensor, stale: torch.Tensor, last_loss: torch.Tensor, owner: torch.Tensor,
+        b: int, restarts: int, start: int, stop: int, create_graph: bool,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], int]:
+        """Run optimisation steps ``start`` .. ``stop - 1`` on a state; returns the new state and the
+        rows x forward passes spent. With ``create_graph`` every update stays in the autograd graph."""
+        grad_was_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)  # a function call, not a context manager: TorchScript accepts it
         calls = 0
-        for step in range(self.steps):
+        for step in range(start, stop):
             if step in self.halving_steps and restarts > 1:
                 # Keep the better half of each image's surviving restarts.
                 per_image = z.shape[0] // b
@@ -289,14 +306,30 @@ class ProjectionLoop(nn.Module):
                 best = best.index_copy(0, idx, torch.where(improved, loss_now, best[idx]))
                 stale = stale.index_copy(0, idx, torch.where(improved, torch.zeros_like(stale[idx]), stale[idx] + 1))
                 active = active & (stale < self.patience)
-        # Final evaluation of every surviving row, then the best restart per image.
+        torch.set_grad_enabled(grad_was_enabled)
+        return (z, m1, m2, active, best, stale, last_loss, owner), calls
+
+    def finish(
+        self, y: torch.Tensor, z: torch.Tensor, owner: torch.Tensor, b: int, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Evaluate every surviving row, then keep the best restart per image."""
+        grad_was_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(create_graph)
         x_hat, residual, loss = self.row_loss(z if create_graph else z.detach(), y[owner])
         torch.set_grad_enabled(grad_was_enabled)
-        calls += z.shape[0]
         per_image = z.shape[0] // b
         pick = loss.detach().view(b, per_image).argmin(dim=1) + torch.arange(b, device=z.device) * per_image
-        return x_hat[pick], z[pick], residual[pick], loss[pick], calls
+        return x_hat[pick], z[pick], residual[pick], loss[pick], z.shape[0]
+
+    def forward(
+        self, y: torch.Tensor, z0: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        b, restarts = z0.shape[0], z0.shape[1]
+        z, m1, m2, active, best, stale, last_loss, owner = self.init_state(z0)
+        state, calls = self.advance(y, z, m1, m2, active, best, stale, last_loss, owner, b, restarts, 0, self.steps,
+                                    create_graph)
+        x_hat, z_best, residual, loss, final_calls = self.finish(y, state[0], state[7], b, create_graph)
+        return x_hat, z_best, residual, loss, calls + final_calls
 
 
 def project(
@@ -309,6 +342,7 @@ def project(
     rng: torch.Generator | None = None,
     latent_dim: int | None = None,
     create_graph: bool = False,
+    checkpoint_every: int | None = None,
     measurements: torch.Tensor | None = None,
 ) -> ProjectionResult:
     """Find z* for each image of ``x`` and return G(z*) with diagnostics.
@@ -322,8 +356,12 @@ def project(
         rng: CPU ``torch.Generator`` for the restarts (overrides ``config.seed``). Restarts are drawn
             on the CPU and then moved, so a seed gives the same restarts on every device.
         latent_dim: k, if the generator has no ``latent_dim`` attribute.
-        create_graph: keep the whole optimisation in the autograd graph (unrolled differentiation
-            with respect to x); otherwise the result carries no gradient to x.
+        create_graph: make ``x_hat`` carry the exact gradient of the whole optimisation with respect
+            to x (and the encoder's warm start); otherwise the result carries no gradient to x.
+        checkpoint_every: with ``create_graph``, keep only the optimiser state every this many steps
+            and recompute each segment in the backward pass (same gradient, memory of one segment;
+            see :mod:`manifold_defense.exact_gradient`). None keeps every step in the graph, which
+            also gives gradients to the generator's parameters.
         measurements: y = A(x) given directly (inverse problems); then ``x`` may be None.
 
     Returns:
@@ -357,6 +395,9 @@ def project(
         y, n_images, ref = measurements, measurements.shape[0], measurements
     if not create_graph:
         y = y.detach()
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 step or None, got {checkpoint_every}")
+    checkpointed = create_graph and checkpoint_every is not None and torch.is_grad_enabled()
 
     if rng is None and config.seed is not None:
         rng = torch.Generator().manual_seed(config.seed)
@@ -381,7 +422,12 @@ def project(
     with torch.set_grad_enabled(torch.is_grad_enabled()):  # restores the caller's grad mode, even on error
         for start in range(0, n_images, chunk):
             sl = slice(start, start + chunk)
-            *part, c = loop(y[sl], z0[sl], create_graph)
+            if checkpointed and checkpoint_every is not None:
+                from .exact_gradient import checkpointed_projection  # it imports this module
+
+                *part, c = checkpointed_projection(loop, y[sl], z0[sl], checkpoint_every)
+            else:
+                *part, c = loop(y[sl], z0[sl], create_graph)
             parts.append(part)
             calls += c
     x_hat, z, residual, loss = (torch.cat(t) for t in zip(*parts))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attacks import (
-    BPDA, EOT, FGSM, L2PGD, FoolboxAttack, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack, Unrolled,
+    APGD, BPDA, EOT, FGSM, L2PGD, FoolboxAttack, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack, Unrolled,
 )
 from attacks.base import predict
 from manifold_defense import DefendedClassifier, ProjectionConfig
@@ -36,6 +36,9 @@ def image_attacks():
         LinfPGD(eps=EPS, steps=10, seed=0),
         L2PGD(eps=1.0, steps=10, seed=0),
         LinfPGD(eps=EPS, steps=5, restarts=2, eot_samples=2, loss="margin", seed=0),
+        LinfPGD(eps=EPS, steps=5, loss="dlr", seed=0),
+        APGD(eps=EPS, steps=10, loss="dlr", seed=0),
+        APGD(eps=EPS, steps=10, restarts=2, loss="ce", eot_samples=2, seed=0),
         TorchAttack("PGD", eps=EPS, alpha=0.02, steps=10),
         TorchAttack("PGDL2", eps=1.0, alpha=0.2, steps=10),
         TorchAttack("FGSM", eps=EPS),

@@ -64,7 +64,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return save_bundle(d, tmp_path_factory.mktemp("bundle") / "tiny")
 
 
-ARGS = ["--num-images", "12", "--batch-size", "4", "--eps", "0.1", "--no-checks", "--attacks", "clean,fgsm,bpda_pgd,latent",
+ARGS = ["--num-images", "12", "--batch-size", "4", "--eps", "0.1", "--no-checks", "--attacks", "clean,fgsm,bpda_pgd,exact_apgd_dlr,latent",
         "--quick"]
 
 
@@ -124,9 +124,9 @@ def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path)
     cols = [Column("A", a, "undefended"), Column("B", b, "defended")]
     table = reference_table(cols, first=4, eps=0.1)
     rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
-    assert "| 100% | 75% |" in rows["clean"]          # A: 4/4 of its first four; B: 3/4
-    assert "| – | 50% |" in rows["BPDA-PGD"]          # A never ran BPDA-PGD
-    assert "**50%** | **50%**" in rows["worst case (per example)"]
+    assert "| 100% [51, 100] | 75% [30, 95] |" in rows["clean"]   # A: 4/4 of its first four; B: 3/4 (Wilson 95%)
+    assert "| – | 50% [" in rows["BPDA-PGD"]                     # A never ran BPDA-PGD
+    assert rows["worst case (per example)"].count("**50% [15, 85]**") == 2
     with pytest.raises(ReportError, match="fewer than"):
         reference_table(cols, first=8, eps=0.1)
     with pytest.raises(ReportError, match="eps 0.2"):
@@ -141,3 +141,44 @@ def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path)
         Column.parse("no-model-here")
     with pytest.raises(ValueError, match="undefended"):
         Column.parse("t=dir:other")
+
+
+def test_families_agree_flags_a_family_far_above_the_strongest():
+    n = 100
+    exact = torch.zeros(n, dtype=torch.bool)
+    exact[:15] = True
+    bpda = torch.zeros(n, dtype=torch.bool)
+    bpda[:60] = True
+    rows = [Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", exact),
+            Row("defended", "BPDA-PGD", "Linf 0.1", bpda),
+            Row("defended", "PGD (naive on defended)", "Linf 0.1", torch.ones(n, dtype=torch.bool))]  # not adaptive
+    check = checks.families_agree(rows, "defended")
+    assert not check.passed and "bpda-identity 60.0%" in check.detail and "exact-gradient 15.0%" in check.detail
+    agreeing = [rows[0], Row("defended", "BPDA-PGD", "Linf 0.1", exact.clone())]
+    assert checks.families_agree(agreeing, "defended").passed
+    # A surrogate below the exact gradient means the exact-gradient attack is not converged.
+    below = checks.families_agree([Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", bpda),
+                                   Row("defended", "BPDA-PGD", "Linf 0.1", exact)], "defended")
+    assert not below.passed and "not the strongest" in below.detail
+
+
+def test_randomized_defense_is_judged_one_shot_worst_of_n_and_by_majority(trained_mlp, pca_generator, fmnist_small):
+    from eval.suite import SuiteConfig, format_table, is_randomized, run_suite, worst_case
+
+    _, _, x, y = fmnist_small
+    x, y = x[:16], y[:16]
+    stochastic = DefendedClassifier(trained_mlp, pca_generator, ProjectionConfig(restarts=2, steps=3, lr=0.3,
+                                                                                 init_std=1.0)).eval()
+    assert is_randomized(stochastic)
+    assert not is_randomized(DefendedClassifier(trained_mlp, pca_generator, stochastic.config.replace(seed=0)))
+    cfg = SuiteConfig(attacks=("clean", "bpda_pgd", "exact_apgd_dlr"), pgd_steps=2, apgd_steps=2, eot_samples=2,
+                      draws=5, batch_size=8, models=("defended",), eps=0.2)
+    rows = run_suite(trained_mlp, stochastic, x, y, cfg, progress=False)
+    worst = worst_case(rows, "defended")
+    assert worst is not None
+    for r in [*rows, worst]:
+        assert r.correct_all is not None and r.correct_vote is not None
+        assert bool((r.correct_all <= r.correct).all())        # all N right implies the first run right
+        assert bool((r.correct_all <= r.correct_vote).all())   # ...and the majority right
+    assert "worst-of-N" in format_table(rows) and "[" in format_table(rows)
+    assert {r.model for r in rows} == {"defended"}
