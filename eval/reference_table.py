@@ -7,7 +7,7 @@ that all of them share, so that defenses evaluated with different budgets of ima
 the same images. It recomputes nothing but accuracies: the attacks ran in the reports' commands,
 which it prints above the table.
 
-    python -m eval.reference_table --first 50 --eps 0.1
+    python -m eval.reference_table --first 100 --eps 0.1
     python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
 
 Example:
@@ -33,9 +33,7 @@ __all__ = ["Column", "ReportError", "reference_table", "DEFAULT_COLUMNS", "main"
 DEFAULT_COLUMNS = (
     "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
     "PGD-trained classifier, undefended=eval/reports/robustness_classifier_pgd:undefended",
-    "shipped classifier + Defense-GAN projection (R=10, L=200)=eval/reports/robustness_defense_gan:defended",
     "shipped classifier + projection (default)=eval/reports/robustness_classifier:defended",
-    "on-manifold-robust classifier + projection (default)=eval/reports/robustness_classifier_robust:defended",
 )
 
 
@@ -148,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports)")
-    parser.add_argument("--first", type=int, default=50, help="use the first N test images")
+    parser.add_argument("--first", type=int, default=100, help="use the first N test images")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],
                         help="verdict for randomised defenses (deterministic ones have one-shot results only)")

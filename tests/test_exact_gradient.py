@@ -117,7 +117,7 @@ def test_bpda_approximations(trained_mlp, pca_generator):
 def test_apgd_through_the_exact_gradient_beats_the_detached_defense(trained_mlp, pca_generator, fmnist_small):
     _, _, x, y = fmnist_small
     x, y = x[:24], y[:24]
-    d = DefendedClassifier(trained_mlp, pca_generator, ProjectionConfig(restarts=1, steps=15, lr=0.3, init_std=0.1,
+    d = DefendedClassifier(trained_mlp, pca_generator, ProjectionConfig(restarts=2, steps=15, lr=0.3, init_std=0.1,
                                                                         seed=0)).eval()
     clean = float((predict(d, x) == y).float().mean())
     exact = APGD(eps=0.15, steps=15, loss="dlr", seed=0)(ExactGradient(d), x, y)
