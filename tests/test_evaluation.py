@@ -54,6 +54,8 @@ def test_checks_fire_on_a_gradient_masked_toy(trained_mlp, fmnist_small):
     honest = LinfPGD(eps=0.5, steps=10, seed=0)(trained_mlp, x, y)
     assert checks.falls_to_chance(1 - honest.success_rate, 0.5).passed
     assert checks.more_effort_is_stable(0.31, 0.30).passed
+    assert not checks.more_effort_is_stable(0.16, 0.14).passed  # exactly 2 points is not "less than 2"
+    assert not checks.more_effort_is_stable(0.18, 0.16).passed
 
 
 @pytest.fixture(scope="module")
