@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from .base import AttackResult, Model, check_attack_inputs, check_eps, distance, predict
-from .losses import LOSSES, Loss, attack_loss
+from .losses import Loss, attack_loss, check_loop_arguments
 
 __all__ = ["APGD", "apgd_checkpoints"]
 
@@ -71,11 +71,7 @@ class APGD:
                  rho: float = 0.75, alpha: float = 0.75, bounds: tuple[float, float] = (0.0, 1.0),
                  seed: int | None = None) -> None:
         self.eps = check_eps(eps)
-        for name, value in (("steps", steps), ("restarts", restarts), ("eot_samples", eot_samples)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        check_loop_arguments(steps=steps, restarts=restarts, eot_samples=eot_samples, loss=loss)
         if not (0 < rho <= 1 and 0 < alpha <= 1):
             raise ValueError(f"rho and alpha must be in (0, 1], got {rho}, {alpha}")
         self.steps, self.restarts, self.eot_samples = int(steps), int(restarts), int(eot_samples)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
-from .losses import LOSSES, Loss, attack_loss
+from .losses import Loss, attack_loss, check_loop_arguments
 
 __all__ = ["GradientAttack", "LinfMixin", "L2Mixin"]
 
@@ -81,11 +81,7 @@ class GradientAttack:
         seed: int | None = None,
     ) -> None:
         self.eps = check_eps(eps)
-        for name, value in (("steps", steps), ("restarts", restarts), ("eot_samples", eot_samples)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        check_loop_arguments(steps=steps, restarts=restarts, eot_samples=eot_samples, loss=loss)
         self.steps, self.restarts, self.eot_samples, self.loss = int(steps), int(restarts), int(eot_samples), loss
         self.stepsize = check_eps(abs_stepsize, "abs_stepsize") if abs_stepsize is not None else rel_stepsize * self.eps
         self.random_start_enabled = random_start

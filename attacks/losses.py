@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Loss", "LOSSES", "attack_loss"]
+__all__ = ["Loss", "LOSSES", "attack_loss", "check_loop_arguments"]
 
 Loss = Literal["ce", "margin", "dlr"]
 LOSSES: tuple[str, ...] = ("ce", "margin", "dlr")
@@ -40,3 +40,16 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: Loss) -> torch.Tens
         raise ValueError("the DLR loss needs at least 3 classes")
     top = logits.sort(dim=1, descending=True).values
     return (other - true) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def check_loop_arguments(*, steps: int, restarts: int, eot_samples: int, loss: str) -> None:
+    """The checks every iterative gradient attack shares.
+
+    Raises:
+        ValueError: steps, restarts or eot_samples not an integer >= 1; an unknown loss.
+    """
+    for name, value in (("steps", steps), ("restarts", restarts), ("eot_samples", eot_samples)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
