@@ -74,7 +74,8 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
                     offset += batch_sizes[b]
             columns.append(torch.cat([by_batch[b] for b in sorted(by_batch)]))
         correct, correct_all, correct_vote = columns
-        assert correct is not None  # noqa: S101  (every row has one-shot results)
+        if correct is None:
+            raise RuntimeError(f"rank results for {model} | {attack} lack one-shot verdicts")
         merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered), correct_all, correct_vote))
     return merged
 
