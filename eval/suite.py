@@ -23,7 +23,7 @@ its flags.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -374,7 +374,3 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"| {r.model} | {r.attack} | {r.threat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-
-def suite_fields() -> list[str]:
-    """Names of :class:`SuiteConfig`'s fields (for CLIs that override them)."""
-    return [f.name for f in fields(SuiteConfig)]
