@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import torch
 
+from manifold_defense.threat import clip_to_ball
+
 from .base import AttackResult, Model, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments
 
@@ -101,7 +103,7 @@ class APGD:
         n = x.shape[0]
 
         def proj(v: torch.Tensor) -> torch.Tensor:
-            return torch.min(torch.max(v, x - eps), x + eps).clamp(lo, hi)
+            return clip_to_ball(v, x, eps, "linf", (lo, hi))
 
         t = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x)
         x_adv = proj(x + eps * t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1))

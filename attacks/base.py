@@ -2,21 +2,24 @@
 
 An attack is a stateless object: hyperparameters are keyword-only constructor arguments, and the
 model and data come at call time: ``attack(model, x, y) -> AttackResult``. Inputs are never
-modified. ``eps`` is in pixel units of [0, 1] images.
+modified. ``eps`` is in pixel units of the images' range, and ``bounds`` is that range (the
+domain's ``pixel_range``: :mod:`manifold_defense.domains`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from torch import nn
 
+from manifold_defense.threat import Norm
+from manifold_defense.validation import check_images
+
 __all__ = ["AttackResult", "Model", "check_attack_inputs", "check_eps", "distance", "predict", "Norm"]
 
 Model = Callable[[torch.Tensor], torch.Tensor] | nn.Module
-Norm = Literal["linf", "l2"]
 
 
 @dataclass
@@ -58,28 +61,22 @@ def check_eps(eps: float, name: str = "eps") -> float:
 
 
 def check_attack_inputs(x: object, y: object, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Check images (N, C, H, W) within ``bounds`` and labels (N,) int64 on the same device.
+    """Check images (N, C, H, W) within ``bounds`` (the repo's one image validator,
+    :func:`manifold_defense.validation.check_images`) and labels (N,) int64 on the same device.
 
     Raises:
         TypeError: non-tensors, non-floating images, non-integer labels.
         ValueError: wrong shapes, NaN, values out of bounds, mismatched batch sizes or devices.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("x and y must be torch.Tensors")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be floating point, got {x.dtype}")
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"labels y must be a torch.Tensor, got {type(y).__name__}")
+    x = check_images(x, pixel_range=bounds)
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels y must be integer class indices, got {y.dtype}")
     if y.shape != (x.shape[0],):
         raise ValueError(f"labels y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
     if y.device != x.device:
         raise ValueError(f"x is on {x.device} but y is on {y.device}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or infinite values")
-    if float(x.min()) < bounds[0] - 1e-6 or float(x.max()) > bounds[1] + 1e-6:
-        raise ValueError(f"x has values outside the bounds {bounds}")
 
 
 def distance(a: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:

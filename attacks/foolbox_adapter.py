@@ -37,6 +37,7 @@ class FoolboxAttack:
     Args:
         name: class name in ``foolbox.attacks`` (see :data:`FOOLBOX_NORMS`).
         eps: budget in the attack's norm; minimum-distance attacks are clipped to it.
+        bounds: the images' pixel range (the domain's ``pixel_range``).
         **kwargs: the attack's own hyperparameters (``steps``, ``rel_stepsize``, ``constraint``...).
             HopSkipJump defaults to ``constraint="linf"``.
 
@@ -44,7 +45,10 @@ class FoolboxAttack:
         ValueError: unknown name or negative eps.
     """
 
-    def __init__(self, name: str, *, eps: float, **kwargs: Any) -> None:
+    def __init__(self, name: str, *, eps: float, bounds: tuple[float, float] = (0.0, 1.0), **kwargs: Any) -> None:
+        if not float(bounds[0]) < float(bounds[1]):
+            raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+        self.bounds = (float(bounds[0]), float(bounds[1]))
         if name not in FOOLBOX_NORMS:
             raise ValueError(f"unsupported foolbox attack {name!r}; supported: {sorted(FOOLBOX_NORMS)}")
         self.name, self.eps, self.kwargs = name, check_eps(eps), dict(kwargs)
@@ -60,11 +64,11 @@ class FoolboxAttack:
 
         if not isinstance(model, nn.Module):
             raise TypeError("foolbox needs an nn.Module model")
-        check_attack_inputs(x, y)
-        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+        check_attack_inputs(x, y, self.bounds)
+        fmodel = fb.PyTorchModel(model, bounds=self.bounds, device=x.device)
         attack = getattr(fb.attacks, self.name)(**self.kwargs)
         _, clipped, _ = attack(fmodel, x.detach().clone(), y.clone(), epsilons=self.eps)
-        adv = clipped.detach().clamp(0.0, 1.0)
+        adv = clipped.detach().clamp(*self.bounds)
         success = predict(judge or model, adv) != y
         eps = self.eps if math.isfinite(self.eps) else math.inf
         return AttackResult(adv, success, distance(adv, x.detach(), self.norm), self.norm, eps)

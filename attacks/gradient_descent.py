@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from manifold_defense.threat import project_delta
+
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments
 
@@ -23,7 +25,7 @@ class LinfMixin:
         return grad.sign()
 
     def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
-        return delta.clamp(-eps, eps)
+        return project_delta(delta, eps, "linf")
 
 
 class L2Mixin:
@@ -40,15 +42,14 @@ class L2Mixin:
         return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
     def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
-        norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        return delta * torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)
+        return project_delta(delta, eps, "l2")
 
 
 class GradientAttack:
     """Projected gradient ascent on the loss within an eps-ball (Madry et al. 2018).
 
     Args:
-        eps: budget in the family's norm (pixel units of [0, 1]).
+        eps: budget in the family's norm (pixel units).
         steps: gradient steps per restart.
         rel_stepsize: step size as a fraction of eps (ignored when ``abs_stepsize`` is given).
         abs_stepsize: step size in pixel units.
@@ -57,7 +58,7 @@ class GradientAttack:
         eot_samples: gradients averaged over this many forward passes per step (EOT, for
             randomised models; Athalye et al. 2018).
         loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW logit margin) or ``"dlr"`` (see :mod:`attacks.losses`).
-        bounds: pixel bounds.
+        bounds: pixel bounds (the domain's ``pixel_range``).
         seed: seed of the random starts (None: torch's global RNG).
 
     Raises:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from manifold_defense import DefendedClassifier
 
+from manifold_defense.threat import clip_to_ball
+
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 
 __all__ = ["LatentAttack"]
@@ -43,21 +45,14 @@ class LatentAttack:
         self.norm: Norm = norm
         self.steps, self.lr, self.penalty = steps, lr, penalty
 
-    def _into_ball(self, img: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        d = img - x
-        if self.norm == "linf":
-            d = d.clamp(-self.eps, self.eps)
-        else:
-            n = d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            d = d * torch.clamp(self.eps / n.clamp_min(1e-12), max=1.0)
-        return (x + d).clamp(0.0, 1.0)
-
     def __call__(self, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, *, judge: Model | None = None) -> AttackResult:
         """Attack a :class:`manifold_defense.DefendedClassifier` (uses its ``project``, ``generator``, ``classifier``).
 
-        ``judge`` decides success (default: the defended model itself).
+        ``judge`` decides success (default: the defended model itself). The pixel bounds are the
+        defense's own (``defended.config.pixel_range``).
         """
-        check_attack_inputs(x, y)
+        bounds = defended.config.pixel_range
+        check_attack_inputs(x, y, bounds)
         judge = judge or defended
         x0 = x.detach()
         G, C = defended.generator, defended.classifier
@@ -78,11 +73,11 @@ class LatentAttack:
                 (-objective.sum()).backward(inputs=[z])
                 opt.step()
                 with torch.no_grad():
-                    candidate = self._into_ball(img.detach(), x0)
+                    candidate = clip_to_ball(img.detach(), x0, self.eps, self.norm, bounds)
                     fooled = C(candidate).argmax(1) != y
                     best[fooled] = candidate[fooled]
         with torch.no_grad():
-            last = self._into_ball(G(z), x0)
+            last = clip_to_ball(G(z), x0, self.eps, self.norm, bounds)
             unfooled = (best == x0).flatten(1).all(1)
             best[unfooled] = last[unfooled]
         success = predict(judge, best) != y

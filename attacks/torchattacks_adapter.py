@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from manifold_defense.threat import clip_to_ball
+
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 
 __all__ = ["TorchAttack", "TORCHATTACKS_NORMS"]
@@ -29,14 +31,15 @@ TORCHATTACKS_NORMS: dict[str, Norm | None] = {
 }
 
 
-def _clip_to_ball(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
-    d = adv - x
-    if norm == "linf":
-        d = d.clamp(-eps, eps)
-    else:
-        n = d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        d = d * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
-    return (x + d).clamp(0.0, 1.0)
+class _UnitRange(nn.Module):
+    """model(lo + u * (hi - lo)) for u in [0, 1]: torchattacks assumes [0, 1] images."""
+
+    def __init__(self, model: nn.Module, bounds: tuple[float, float]) -> None:
+        super().__init__()
+        self.model, self.lo, self.width = model, bounds[0], bounds[1] - bounds[0]
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.model(self.lo + u * self.width)
 
 
 class TorchAttack:
@@ -44,6 +47,8 @@ class TorchAttack:
 
     Args:
         name: class name in ``torchattacks`` (see :data:`TORCHATTACKS_NORMS` for the supported ones).
+        bounds: the images' pixel range (the domain's ``pixel_range``). torchattacks works on [0, 1]:
+            other ranges are mapped there and back, with ``eps`` (and ``alpha``) rescaled.
         **kwargs: the attack's own hyperparameters (``eps``, ``alpha``, ``steps``, ``n_queries``...).
             ``norm`` is passed on for AutoAttack/APGD/Square (``"Linf"`` or ``"L2"``).
 
@@ -52,7 +57,10 @@ class TorchAttack:
         TypeError: torchattacks rejects a keyword argument (raised when the attack runs).
     """
 
-    def __init__(self, name: str, **kwargs: Any) -> None:
+    def __init__(self, name: str, *, bounds: tuple[float, float] = (0.0, 1.0), **kwargs: Any) -> None:
+        if not float(bounds[0]) < float(bounds[1]):
+            raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+        self.bounds = (float(bounds[0]), float(bounds[1]))
         if name not in TORCHATTACKS_NORMS:
             raise ValueError(f"unsupported torchattacks attack {name!r}; supported: {sorted(TORCHATTACKS_NORMS)}")
         self.name = name
@@ -71,12 +79,20 @@ class TorchAttack:
 
         if not isinstance(model, nn.Module):
             raise TypeError("torchattacks needs an nn.Module model")
-        check_attack_inputs(x, y)
-        attack = getattr(torchattacks, self.name)(model, **self.kwargs)
-        adv = attack(x.detach().clone(), y.clone()).detach()
+        check_attack_inputs(x, y, self.bounds)
+        lo, hi = self.bounds
+        kwargs, target, x_in = self.kwargs, model, x.detach().clone()
+        if self.bounds != (0.0, 1.0):
+            width = hi - lo
+            kwargs = {k: (v / width if k in ("eps", "alpha") else v) for k, v in kwargs.items()}
+            target, x_in = _UnitRange(model, self.bounds), (x_in - lo) / width
+        attack = getattr(torchattacks, self.name)(target, **kwargs)
+        adv = attack(x_in, y.clone()).detach()
+        if self.bounds != (0.0, 1.0):
+            adv = lo + adv * (hi - lo)
         if math.isfinite(self.eps):
-            adv = _clip_to_ball(adv, x.detach(), self.eps, self.norm)
+            adv = clip_to_ball(adv, x.detach(), self.eps, self.norm, self.bounds)
         else:
-            adv = adv.clamp(0.0, 1.0)
+            adv = adv.clamp(lo, hi)
         success = predict(judge or model, adv) != y
         return AttackResult(adv, success, distance(adv, x.detach(), self.norm), self.norm, self.eps)

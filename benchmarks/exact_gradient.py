@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig
-from manifold_defense.data import load_idx_split
+from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_fashion_mnist
 
 from .record import write_record
@@ -43,7 +43,7 @@ def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats:
         torch.set_num_threads(threads)
         config, encoder = PROJECTIONS[projection]
         d = defended_fashion_mnist(config.replace(seed=0), use_encoder=encoder).eval().to(device)
-        x, y = load_idx_split("test", limit=batch)
+        x, y = get_domain("fashion_mnist").load("test", limit=batch)
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
             d(x)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig, project
-from manifold_defense.data import load_idx_split
+from manifold_defense.domains import get_domain
 
 from .record import write_record
 from manifold_defense.pretrained import available, load_pretrained
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=256, help="test images reported")
     parser.add_argument("--select-n", type=int, default=128, help="training images used to select the fast setting")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/projection_cpu.json")
     parser.add_argument("--quick", action="store_true", help="16 images each, 2 candidates")
@@ -76,13 +77,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n, args.select_n = 16, 16
     device = torch.device(args.device)
-    G = load_pretrained("generator", map_location=device)
-    E = load_pretrained("encoder", map_location=device) if "encoder" in available() else None
+    domain = get_domain(args.domain)
+    G = load_pretrained("generator", domain, map_location=device)
+    E = load_pretrained("encoder", domain, map_location=device) if "encoder" in available(domain) else None
     candidates = {k: v for k, v in CANDIDATES.items() if E is not None or not v[1]}
     if args.quick:
         candidates = dict(list(candidates.items())[:2])
-    x_sel, _ = load_idx_split("train", limit=args.select_n)
-    x_test, _ = load_idx_split("test", limit=args.n)
+    x_sel, _ = domain.load("train", limit=args.select_n)
+    x_test, _ = domain.load("test", limit=args.n)
     x_sel, x_test = x_sel.to(device), x_test.to(device)
 
     print(f"selection on {args.select_n} training images ({device}, {torch.get_num_threads()} threads)")

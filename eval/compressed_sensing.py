@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from manifold_defense.data import load_idx_split
+from manifold_defense.domains import get_domain
 from manifold_defense.inverse import RECOVERY_CONFIG, deep_image_prior, lasso_dct, lasso_wavelet, recover
 from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
 from manifold_defense.pretrained import load_pretrained
@@ -35,14 +35,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--dip-steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="eval/reports/compressed_sensing")
+    parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     ms = [int(m) for m in args.m.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     if args.quick:
         args.n, ms, args.dip_steps = 3, ms[:2], 20
-    G = load_pretrained("generator")
-    x, _ = load_idx_split("test", limit=args.n)
+    domain = get_domain(args.domain)
+    G = load_pretrained("generator", domain)
+    x, _ = domain.load("test", limit=args.n)
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
     errors: dict[str, dict[int, float]] = {m: {} for m in methods}
     start = time.monotonic()
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             y = Compose(A, AdditiveNoise(args.noise, generator=gen))(x)  # A is what recovery knows
         for method in methods:
             if method == "generator":
-                x_hat = recover(y, A, G, rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(0, 1)
+                x_hat = recover(y, A, G, rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(*domain.pixel_range)
             elif method == "lasso_dct":
                 x_hat = lasso_dct(y, A, shape)
             elif method == "lasso_wavelet":

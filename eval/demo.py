@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from manifold_defense.data import load_idx_split
-from manifold_defense.pretrained import defended_fashion_mnist
+from manifold_defense.domains import resolve_domain
+from manifold_defense.pretrained import defended_pretrained
 
 from .suite import ATTACKS, SuiteConfig, format_table, run_suite, worst_case
 
@@ -29,29 +29,31 @@ DEMO_ATTACKS = ("clean", "fgsm", "pgd", "bpda_pgd", "exact_apgd_ce", "exact_apgd
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100, help="first N Fashion-MNIST test images")
-    parser.add_argument("--eps", type=float, default=0.1, help="Linf budget (pixels in [0, 1])")
+    parser.add_argument("--n", type=int, default=100, help="first N test images")
+    parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
+    parser.add_argument("--eps", type=float, default=None, help="Linf budget in pixel units (default: the domain's)")
     parser.add_argument("--attacks", default=",".join(DEMO_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
     parser.add_argument("--apgd-steps", type=int, default=SuiteConfig.apgd_steps, help="APGD iterations")
-    parser.add_argument("--data-dir", default=None, help="IDX directory (default: Debian's Fashion-MNIST)")
+    parser.add_argument("--data-dir", default=None, help="the domain's test images from elsewhere (IDX directory, .npz, ImageFolder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     parser.add_argument("--quick", action="store_true", help="20 images, fewer attack steps")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(args.seed)
-    cfg = SuiteConfig(eps=args.eps, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed,
+    domain = resolve_domain(args.domain, args.data_dir)
+    cfg = SuiteConfig(domain=domain, eps=args.eps, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed,
                       apgd_steps=args.apgd_steps)
     n = args.n
     if args.quick:
         n = min(n, 20)
         cfg = dataclasses.replace(cfg, pgd_steps=5, apgd_steps=10, eot_steps=3, eot_samples=2, latent_steps=20,
                                   on_manifold_steps=20)
-    x, y = load_idx_split("test", args.data_dir, limit=n)
+    x, y = domain.load("test", limit=n)
     x, y = x.to(args.device), y.to(args.device)
-    defended = defended_fashion_mnist().eval().to(args.device)
+    defended = defended_pretrained(domain).eval().to(args.device)
     c = defended.config
-    print(f"Fashion-MNIST test images: first {n}; Linf eps = {cfg.eps:g}; seed {args.seed}")
+    print(f"{domain.title} test images: first {n}; Linf eps = {cfg.eps:g}; seed {args.seed}")
     print(f"defense: shipped classifier behind the shipped WGAN-GP generator"
           f"{' + encoder warm start' if defended.encoder is not None else ''}; projection R={c.restarts}, "
           f"L<={c.steps}, {c.optimizer} lr={c.lr:g}"

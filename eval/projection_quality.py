@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from manifold_defense import ProjectionConfig
-from manifold_defense.data import load_idx_split
-from manifold_defense.pretrained import defended_fashion_mnist
+from manifold_defense.domains import get_domain
+from manifold_defense.pretrained import defended_pretrained
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -25,10 +25,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--defense-gan", action="store_true", help="R=10, L=200 momentum (no encoder)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     args = parser.parse_args(argv)
-    config = ProjectionConfig.defense_gan() if args.defense_gan else None
-    defended = defended_fashion_mnist(config, use_encoder=not args.defense_gan).eval()
-    x, y = load_idx_split("test", limit=args.n)
+    domain = get_domain(args.domain)
+    config = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range) if args.defense_gan else None
+    defended = defended_pretrained(domain, config, use_encoder=not args.defense_gan).eval().to(args.device)
+    x, y = domain.load("test", limit=args.n)
+    x, y = x.to(args.device), y.to(args.device)
     rng = torch.Generator().manual_seed(args.seed)
     start = time.monotonic()
     sq_err, correct_clean, correct_def = 0.0, 0, 0

@@ -4,6 +4,7 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
     python -m eval.robustness --n 500 --eps 0.05,0.1,0.2
     python -m eval.robustness --quick
     torchrun --nproc_per_node 2 -m eval.robustness --num-images 500   # sharded; identical totals
+    python -m eval.robustness --defense my_bundle --domain my_data --data my_data.npz --device cuda
 
 Writes ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
 worst-case accuracy, per-example results, checks), ``OUT/robustness.md`` and PNG figures
@@ -29,8 +30,8 @@ import torch.distributed as dist
 
 from attacks import APGD, BPDA, ExactGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig, load
-from manifold_defense.data import load_idx_split
-from manifold_defense.pretrained import defended_fashion_mnist
+from manifold_defense.domains import Domain, resolve_domain
+from manifold_defense.pretrained import defended_pretrained
 
 from . import checks
 from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_case
@@ -39,10 +40,19 @@ DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amor
                    "exact_apgd_dlr", "latent", "square", "on_manifold")
 
 
-def _load_defense(spec: str, classifier: str, projection: str, channels_last: bool = False) -> DefendedClassifier:
-    defended = defended_fashion_mnist(classifier=classifier).eval() if spec == "fashion_mnist" else load(spec)
+def _load_defense(spec: str, classifier: str, projection: str, domain: Domain, channels_last: bool = False) -> DefendedClassifier:
+    """The shipped weights of ``domain`` (spec "shipped", or the domain's name) or a bundle directory.
+
+    Raises:
+        ValueError: the defense's images do not have the domain's shape.
+    """
+    shipped = spec in ("shipped", domain.name)
+    defended = defended_pretrained(domain, classifier=classifier).eval() if shipped else load(spec)
+    if tuple(defended.image_shape) != tuple(domain.image_shape):
+        raise ValueError(f"the defense's generator makes images of shape {tuple(defended.image_shape)} but the "
+                         f"{domain.name} images are {domain.image_shape}")
     if projection == "defense_gan":
-        defended.config, defended.encoder = ProjectionConfig.defense_gan(), None
+        defended.config, defended.encoder = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range), None
     if channels_last:
         # The same float32 arithmetic in another memory layout (the generator was loaded here, so
         # changing it in place touches nothing a caller owns): ~25% faster projection on CPU.
@@ -54,7 +64,8 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
     """Reassemble every rank's rows in batch order on rank 0 (other ranks get [])."""
     if world == 1:
         return rows
-    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds, r.correct_all, r.correct_vote) for r in rows])
+    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds, r.correct_all, r.correct_vote, r.key)
+                         for r in rows])
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, payload)
     if dist.get_rank() != 0:
@@ -76,24 +87,30 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
         correct, correct_all, correct_vote = columns
         if correct is None:
             raise RuntimeError(f"rank results for {model} | {attack} lack one-shot verdicts")
-        merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered), correct_all, correct_vote))
+        merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered), correct_all, correct_vote,
+                          key=payload[1][i][7]))
     return merged
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--defense", default="fashion_mnist", help="'fashion_mnist' (shipped weights) or a bundle directory")
+    parser.add_argument("--defense", default="shipped",
+                        help="'shipped' (the domain's shipped weights) or a bundle directory (manifold_defense.save_bundle)")
     parser.add_argument("--classifier", default="classifier", help="shipped classifier name (with --defense fashion_mnist)")
     parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
                         help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
     parser.add_argument("--channels-last", action="store_true",
                         help="run the generator in channels_last memory format (same float32 math, faster on CPU)")
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "idx"], help="idx: use --data-dir")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--domain", default="fashion_mnist",
+                        help="a registered domain (manifold_defense.domains), or the name for the data given by --data")
+    parser.add_argument("--data", "--data-dir", dest="data", default=None,
+                        help="test images: an IDX directory, an .npz (x, y) or an ImageFolder tree (default: the domain's)")
     parser.add_argument("--num-images", "--n", dest="n", type=int, default=500,
                         help="first N test images (use --num-images under torchrun: it takes --n as its own)")
-    parser.add_argument("--eps", default="0.05,0.1,0.2", help="comma-separated Linf budgets")
-    parser.add_argument("--large-eps", type=float, default=0.5, help="budget for the falls-to-chance check")
+    parser.add_argument("--eps", default=None,
+                        help="comma-separated Linf budgets (default: half, one and two times the domain's)")
+    parser.add_argument("--large-eps", type=float, default=None,
+                        help="budget for the falls-to-chance check (default: half the pixel range)")
     parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
     parser.add_argument("--models", default="undefended,defended",
                         help="comma list: undefended (the bare classifier), defended (the deployed defense)")
@@ -122,8 +139,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     rank = dist.get_rank() if world > 1 else 0
     progress = rank == 0
 
-    eps_list = [float(e) for e in args.eps.split(",") if e]
-    base = SuiteConfig(attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size,
+    domain = resolve_domain(args.domain, args.data)
+    budget = domain.budgets.linf_eps
+    eps_list = [float(e) for e in args.eps.split(",") if e] if args.eps else [budget / 2, budget, 2 * budget]
+    if args.large_eps is None:
+        args.large_eps = (domain.pixel_range[1] - domain.pixel_range[0]) / 2
+    base = SuiteConfig(domain=domain, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size,
                        models=tuple(m for m in args.models.split(",") if m), apgd_steps=args.apgd_steps,
                        apgd_restarts=args.apgd_restarts, eot_samples=args.eot_samples, draws=args.draws,
                        checkpoint_every=args.checkpoint_every)
@@ -134,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                    latent_steps=10, square_queries=50, on_manifold_steps=10,
                                    batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
-    defended = _load_defense(args.defense, args.classifier, args.projection, args.channels_last).to(args.device)
+    defended = _load_defense(args.defense, args.classifier, args.projection, domain, args.channels_last).to(args.device)
     classifier = defended.classifier
-    x, y = load_idx_split("test", args.data_dir, limit=n)
+    x, y = domain.load("test", limit=n)
     x, y = x.to(args.device), y.to(args.device)
     n_batches = (len(x) + base.batch_size - 1) // base.batch_size
     batch_sizes = [min(base.batch_size, len(x) - b * base.batch_size) for b in range(n_batches)]
@@ -178,13 +199,12 @@ def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: to
     key = "bpda_pgd" if model == "defended" else "exact_apgd_dlr"
     large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=(key,), models=(model,)),
                       progress=False)
-    found.append(checks.falls_to_chance(large[0].accuracy, large_eps))
+    found.append(checks.falls_to_chance(large[0].accuracy, large_eps, chance=base.domain.chance))
     # 2. Doubling the iterations of the iterative attacks does not change the worst case: the
     #    reported rows (on the check images) against a rerun of those attacks with 2x the effort.
     iterative = tuple(a for a in base.attacks if ATTACKS[a].iterative and ATTACKS[a].worst_case)
     if iterative:
-        labels = {ATTACKS[a].label for a in iterative}
-        reported = [Row(r.model, r.attack, r.threat, r.correct[: len(x)]) for r in rows if r.attack in labels]
+        reported = [Row(r.model, r.attack, r.threat, r.correct[: len(x)], key=r.key) for r in rows if r.key in iterative]
         once = worst_case(reported, model)
         cfg = dataclasses.replace(base, eps=eps, attacks=iterative, models=(model,)).scaled(2)
         twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), model)
@@ -214,7 +234,7 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
 
     return {
         "command": " ".join(["python -m eval.robustness", *args.argv]),
-        "dataset": args.dataset, "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
+        "dataset": base.domain.name, "domain": base.domain.to_dict(), "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
         "defense": {"spec": args.defense, "classifier": args.classifier, "projection": defended.config.to_dict(),
                     "encoder": defended.encoder is not None},
         "suite": base.to_dict(),
@@ -245,7 +265,7 @@ def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], f
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"Command: `{record['command']}`", "",
-             f"n = {record['n']} Fashion-MNIST test images (the first n), seed {record['seed']}; "
+             f"n = {record['n']} {record['domain']['title']} test images (the first n), seed {record['seed']}; "
              f"{record['seconds']:.0f} s on {record['threads']} CPU threads x {record['world_size']} process(es). "
              "Brackets: 95% Wilson confidence intervals.", ""]
     for eps_value, rows in per_eps.items():
@@ -284,12 +304,17 @@ def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClass
     fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
     plt.close(fig)
 
-    adv = APGD(eps=eps, steps=20, loss="dlr", seed=0)(ExactGradient(defended), x, y).adversarial
+    adv = APGD(eps=eps, steps=20, loss="dlr", bounds=defended.config.pixel_range, seed=0)(ExactGradient(defended), x, y).adversarial
     projected = defended.project(adv).x_hat
     fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 1.2, 4))
     for j in range(len(x)):
         for i, (img, title) in enumerate(((x, "x"), (adv, f"exact-gradient APGD eps {eps:g}"), (projected, "G(z*)"))):
-            axes[i, j].imshow(img[j, 0].detach().cpu(), cmap="gray", vmin=0, vmax=1)
+            lo, hi = defended.config.pixel_range
+            pixels = ((img[j].detach().cpu() - lo) / (hi - lo)).clamp(0, 1)  # shown in [0, 1]
+            if pixels.shape[0] == 1:
+                axes[i, j].imshow(pixels[0], cmap="gray", vmin=0, vmax=1)
+            else:
+                axes[i, j].imshow(pixels[:3].permute(1, 2, 0))
             axes[i, j].axis("off")
             if j == 0:
                 axes[i, j].set_title(title, fontsize=7, loc="left")

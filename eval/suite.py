@@ -23,7 +23,7 @@ its flags.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import torch
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from attacks import APGD, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
+from manifold_defense.domains import Domain, get_domain
 
 from .stats import format_accuracy, wilson_interval
 
@@ -44,13 +45,17 @@ WORST = "worst case (per example)"
 
 @dataclass
 class SuiteConfig:
-    """Budgets of the attack suite (eps in Linf pixel units of [0, 1] images).
+    """Budgets of the attack suite, in pixel units of the domain's range.
 
-    Fields named in :attr:`EFFORT` are iteration counts: :meth:`scaled` multiplies them.
+    The domain (:mod:`manifold_defense.domains`) gives the pixel bounds every attack clips to, the
+    chance level of the checks, and the default budgets: ``eps``, ``l2_eps`` and
+    ``on_manifold_eta`` left at None take the domain's. Fields named in :attr:`EFFORT` are
+    iteration counts: :meth:`scaled` multiplies them.
     """
 
-    eps: float = 0.1
-    l2_eps: float = 1.5
+    domain: Domain = field(default_factory=lambda: get_domain("fashion_mnist"))
+    eps: float = None  # type: ignore[assignment]  # None: the domain's Linf budget
+    l2_eps: float = None  # type: ignore[assignment]  # None: the domain's L2 budget
     pgd_steps: int = 20
     pgd_restarts: int = 1
     apgd_steps: int = 100  # APGD iterations (exact gradient and surrogates)
@@ -61,7 +66,7 @@ class SuiteConfig:
     draws: int = 10  # N runs of a randomised defense for worst-of-N and majority vote
     latent_steps: int = 100
     square_queries: int = 200
-    on_manifold_eta: float = 2.0  # L2 bound ||G(z) - G(z')|| for the on-manifold attack
+    on_manifold_eta: float = None  # type: ignore[assignment]  # None: the domain's eta, ||G(z) - G(z')|| <= eta
     on_manifold_steps: int = 100
     batch_size: int = 50
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "bpda_pgd", "exact_apgd_dlr", "on_manifold")
@@ -71,12 +76,29 @@ class SuiteConfig:
     EFFORT = ("pgd_steps", "pgd_restarts", "apgd_steps", "eot_steps", "latent_steps", "square_queries",
               "on_manifold_steps")
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.domain, Domain):
+            raise TypeError(f"SuiteConfig.domain must be a Domain, got {type(self.domain).__name__}")
+        b = self.domain.budgets
+        if self.eps is None:
+            self.eps = b.linf_eps
+        if self.l2_eps is None:
+            self.l2_eps = b.l2_eps
+        if self.on_manifold_eta is None:
+            self.on_manifold_eta = b.on_manifold_eta
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The pixel range every attack clips to (the domain's)."""
+        return self.domain.pixel_range
+
     def scaled(self, factor: int) -> "SuiteConfig":
         """The same suite with ``factor`` times the iterations (the 'more effort' check)."""
         return replace(self, **{name: getattr(self, name) * factor for name in self.EFFORT})
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "domain"}
+        return {"domain": self.domain.name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}}
 
 
 def is_randomized(defended: DefendedClassifier) -> bool:
@@ -126,6 +148,7 @@ class AttackSpec:
 class Row:
     """One (model, attack) result: per-example correctness after the attack.
 
+    ``key`` names the :data:`ATTACKS` entry (checks select rows by its flags, never by label);
     ``correct`` is the one-shot verdict; for a randomised defense ``correct_all`` (all N runs right)
     and ``correct_vote`` (majority of N runs right) are set too.
     """
@@ -137,6 +160,7 @@ class Row:
     seconds: float = 0.0
     correct_all: torch.Tensor | None = field(default=None, repr=False)
     correct_vote: torch.Tensor | None = field(default=None, repr=False)
+    key: str = ""  # the registry key of the attack ("" for derived rows such as the worst case)
 
     @property
     def accuracy(self) -> float:
@@ -151,7 +175,7 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         n = int(self.correct.numel())
-        d: dict[str, Any] = {"model": self.model, "attack": self.attack, "threat": self.threat, "n": n,
+        d: dict[str, Any] = {"model": self.model, "attack": self.attack, "key": self.key, "threat": self.threat, "n": n,
                              "seconds": round(self.seconds, 2)}
         for name, correct in self.protocols().items():
             k = int(correct.sum())
@@ -185,7 +209,7 @@ def _clean(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tens
 
 
 def _fgsm(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
-    attack = FGSM(eps=cfg.eps)
+    attack = FGSM(eps=cfg.eps, bounds=cfg.bounds)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
                     lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
@@ -193,18 +217,18 @@ def _fgsm(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tenso
 def _pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     # Through the defense as deployed (gradient="detached"): its gradient is zero, the masking an
     # evaluation must see through. The row is the symptom, kept to show it.
-    attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
+    attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
 def _pgd_l2(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
-    attack = L2PGD(eps=cfg.l2_eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
+    attack = L2PGD(eps=cfg.l2_eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
                     lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
 def _bpda_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
-    attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, seed=cfg.seed)
+    attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
@@ -212,12 +236,13 @@ def _bpda_apgd_amortised(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor,
                          cfg: SuiteConfig) -> Adversarials:
     if d.encoder is None:
         return {}
-    attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="dlr", seed=cfg.seed)
+    attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="dlr", bounds=cfg.bounds,
+                  seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d, approximation="amortised"), x, y).adversarial)
 
 
 def _eot_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
-    attack = LinfPGD(eps=cfg.eps, steps=cfg.eot_steps, eot_samples=cfg.eot_samples, seed=cfg.seed)
+    attack = LinfPGD(eps=cfg.eps, steps=cfg.eot_steps, eot_samples=cfg.eot_samples, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
@@ -225,8 +250,9 @@ def _exact_apgd(loss: str) -> Runner:
     def run(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
         eot = cfg.eot_samples if is_randomized(d) else 1
         defended_attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
-                               eot_samples=eot, seed=cfg.seed)
-        plain = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, seed=cfg.seed)  # type: ignore[arg-type]
+                               eot_samples=eot, bounds=cfg.bounds, seed=cfg.seed)
+        plain = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, bounds=cfg.bounds,  # type: ignore[arg-type]
+                     seed=cfg.seed)
         surrogate = ExactGradient(d, checkpoint_every=cfg.checkpoint_every)
         return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
     return run
@@ -237,7 +263,7 @@ def _latent(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Ten
 
 
 def _square(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
-    attack = TorchAttack("Square", eps=cfg.eps, n_queries=cfg.square_queries, seed=cfg.seed)
+    attack = TorchAttack("Square", eps=cfg.eps, n_queries=cfg.square_queries, seed=cfg.seed, bounds=cfg.bounds)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
@@ -246,7 +272,7 @@ def _on_manifold(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torc
     z = d.project(x).z
     result = OnManifoldAttack(eta=cfg.on_manifold_eta, steps=cfg.on_manifold_steps, variant="standard",
                               seed=cfg.seed)(d.classifier, d.generator, z)
-    x_adv = result.x_prime.clamp(0.0, 1.0)
+    x_adv = result.x_prime.clamp(*cfg.bounds)
     return _on_both(cfg, lambda: x_adv, lambda: x_adv)
 
 
@@ -274,12 +300,9 @@ ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
                "on-manifold", worst_case=False, iterative=True),
 )}
 
-_BY_LABEL = {spec.label: spec for spec in ATTACKS.values()}
-
-
 def spec_of(row: Row) -> AttackSpec | None:
     """The registry entry of a row (None for derived rows such as the worst case)."""
-    return _BY_LABEL.get(row.attack)
+    return ATTACKS.get(row.key)
 
 
 def _judge(model: nn.Module, adv: torch.Tensor, y: torch.Tensor, draws: int) -> tuple[torch.Tensor, ...]:
@@ -327,6 +350,8 @@ def run_suite(
     bar = tqdm(cfg.attacks, desc="attacks", unit="attack", disable=not progress)
     for a, name in enumerate(bar):
         spec = ATTACKS[name]
+        if spec.needs_defense and "defended" not in cfg.models:
+            continue  # it has rows only for the defended model
         bar.set_postfix(attack=name)
         start = time.monotonic()
         parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
@@ -339,8 +364,8 @@ def run_suite(
         seconds = time.monotonic() - start
         for model, chunks in parts.items():
             columns = [torch.cat(c) for c in zip(*chunks)]
-            rows.append(Row(model, spec.label, spec.threat(cfg), columns[0], seconds,
-                            *(columns[1:] if len(columns) == 3 else [])))
+            extra = columns[1:] if len(columns) == 3 else [None, None]
+            rows.append(Row(model, spec.label, spec.threat(cfg), columns[0], seconds, extra[0], extra[1], key=spec.key))
     return rows
 
 
@@ -355,7 +380,7 @@ def worst_case(rows: list[Row], model: str) -> Row | None:
         extra = [torch.stack([r.correct_all for r in mine]).all(0),  # type: ignore[misc]
                  torch.stack([r.correct_vote for r in mine]).all(0)]  # type: ignore[misc]
     threat = next((r.threat for r in mine if r.threat != "none"), "none")
-    return Row(model, WORST, threat, correct, sum(r.seconds for r in mine), *extra)
+    return Row(model, WORST, threat, correct, sum(r.seconds for r in mine), extra[0], extra[1], key="")
 
 
 def format_table(rows: list[Row]) -> str:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from attacks import APGD, BPDA, ExactGradient
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
-from manifold_defense.data import load_idx_split
-from manifold_defense.pretrained import defended_fashion_mnist
+from manifold_defense.domains import get_domain
+from manifold_defense.pretrained import defended_pretrained
 
 from .stats import format_accuracy
 
@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default="classifier", help="shipped classifier behind the default projection")
     parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
+    parser.add_argument("--eps", type=float, default=None, help="Linf budget (default: the domain's)")
     parser.add_argument("--steps", type=int, default=100, help="APGD iterations")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -67,14 +68,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.num_images, args.steps, args.batch_size = 8, 5, 8
     torch.manual_seed(args.seed)
-    defended = defended_fashion_mnist(classifier=args.classifier).eval().to(args.device)
-    x, y = load_idx_split("test", limit=args.num_images)
+    domain = get_domain(args.domain)
+    args.eps = domain.budgets.linf_eps if args.eps is None else args.eps
+    defended = defended_pretrained(domain, classifier=args.classifier).eval().to(args.device)
+    x, y = domain.load("test", limit=args.num_images)
     x, y = x.to(args.device), y.to(args.device)
     clean = predict(defended, x) == y
     rows = []
     for s in tqdm(SURROGATES, desc="surrogates"):
         model = s.build(defended)
-        attack = APGD(eps=args.eps, steps=args.steps, loss="dlr", seed=args.seed)
+        attack = APGD(eps=args.eps, steps=args.steps, loss="dlr", bounds=domain.pixel_range, seed=args.seed)
         start = time.monotonic()
         correct = torch.cat([predict(defended, attack(model, x[i:i + args.batch_size], y[i:i + args.batch_size]).adversarial)
                              == y[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)])

@@ -1,13 +1,14 @@
-"""Loading MNIST-format (IDX) image data sets from local files.
+"""Reading MNIST-format (IDX) image files from a local directory.
 
-Nothing here downloads. Fashion-MNIST is read from Debian's ``dataset-fashion-mnist`` package
-(``/usr/share/datasets/fashion-mnist``) by default; MNIST or Fashion-MNIST files a user already has
-load from any directory they name.
+Nothing here downloads, and nothing here knows a particular data set: where Fashion-MNIST lives
+(Debian's ``dataset-fashion-mnist``) is its :class:`manifold_defense.domains.Domain` entry, and
+``get_domain("fashion_mnist").load("test")`` is the usual way in. MNIST or Fashion-MNIST files a
+user already has load from any directory they name.
 
 Example:
     >>> from manifold_defense.data import load_idx_split
-    >>> x, y = load_idx_split("test", limit=8)          # doctest: +SKIP
-    >>> x.shape, x.dtype, y.shape
+    >>> x, y = load_idx_split("test", "path/to/idx-files", limit=8)   # doctest: +SKIP
+    >>> x.shape, x.dtype, y.shape                                                      # doctest: +SKIP
     (torch.Size([8, 1, 28, 28]), torch.float32, torch.Size([8]))
 """
 
@@ -23,20 +24,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 __all__ = [
-    "DEFAULT_FASHION_MNIST_DIR",
     "DataFileError",
-    "FASHION_MNIST_CLASSES",
     "read_idx",
     "load_idx_split",
     "idx_dataset",
 ]
-
-DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -55,12 +47,7 @@ def _find(root: Path, stem: str) -> Path:
     for candidate in (root / f"{stem}.gz", root / stem, root / stem.replace("-idx", ".idx")):
         if candidate.is_file():
             return candidate
-    hint = (
-        "install it with `apt-get install -y dataset-fashion-mnist`"
-        if root == DEFAULT_FASHION_MNIST_DIR
-        else f"put {stem}.gz (or the uncompressed {stem}) in {root}"
-    )
-    raise DataFileError(f"IDX file {stem!r} not found in {root}: {hint}")
+    raise DataFileError(f"IDX file {stem!r} not found in {root}: put {stem}.gz (or the uncompressed {stem}) there")
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -100,8 +87,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_idx_split(
-    split: Literal["train", "test"] = "test",
-    root: str | Path | None = None,
+    split: Literal["train", "test"],
+    root: str | Path,
     *,
     limit: int | None = None,
     dtype: torch.dtype = torch.float32,
@@ -110,13 +97,12 @@ def load_idx_split(
 
     Args:
         split: ``"train"`` or ``"test"``.
-        root: directory holding the four IDX files (gzip or not). ``None`` means Debian's
-            Fashion-MNIST at ``/usr/share/datasets/fashion-mnist``; pass your MNIST directory for MNIST.
+        root: directory holding the four IDX files (gzip or not).
         limit: keep only the first ``limit`` examples (deterministic).
         dtype: floating dtype of the images.
 
     Returns:
-        ``(images, labels)``: images in [0, 1] with shape (N, 1, 28, 28); labels int64 with shape (N,).
+        ``(images, labels)``: images in [0, 1] with shape (N, 1, H, W); labels int64 with shape (N,).
 
     Raises:
         ValueError: unknown split, or ``limit`` < 1.
@@ -126,7 +112,7 @@ def load_idx_split(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    root_path = DEFAULT_FASHION_MNIST_DIR if root is None else Path(root)
+    root_path = Path(root)
     image_stem, label_stem = _SPLIT_FILES[split]
     images = read_idx(_find(root_path, image_stem))
     labels = read_idx(_find(root_path, label_stem))
@@ -142,8 +128,8 @@ def load_idx_split(
 
 
 def idx_dataset(
-    split: Literal["train", "test"] = "test",
-    root: str | Path | None = None,
+    split: Literal["train", "test"],
+    root: str | Path,
     *,
     limit: int | None = None,
 ) -> TensorDataset:

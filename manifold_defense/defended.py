@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .projection import ProjectionConfig, ProjectionResult, latent_dim_of, project
+from .projection import ProjectionConfig, ProjectionResult, latent_dim_of, project_checked
 from .validation import check_images, module_device_dtype
 
 __all__ = ["DefendedClassifier", "GradientMode"]
@@ -54,8 +54,9 @@ class DefendedClassifier(nn.Module):
         input (N, C, H, W) matching G's output; output (N, num_classes).
 
     Raises:
-        ValueError: unknown ``gradient``, a generator without latent size, or a generator whose
-            output is not (n, C, H, W).
+        ValueError: unknown ``gradient``, a generator without latent size, a generator whose
+            declared ``output_range`` reaches outside ``config.pixel_range``, or a generator whose output is not
+            (n, C, H, W).
     """
 
     def __init__(
@@ -85,6 +86,14 @@ class DefendedClassifier(nn.Module):
         self.latent_dim = latent_dim_of(generator, latent_dim)
         self.gradient: GradientMode = gradient
         self.checkpoint_every = checkpoint_every
+        out_range = getattr(generator, "output_range", None)
+        lo, hi = self.config.pixel_range
+        if out_range is not None and not (lo <= float(out_range[0]) and float(out_range[1]) <= hi):
+            raise ValueError(
+                f"the generator outputs pixels in {tuple(out_range)} but the projection expects images in "
+                f"{tuple(self.config.pixel_range)}: wrap it, RangeAdapter(G, from_range={tuple(out_range)}, "
+                f"to_range={tuple(self.config.pixel_range)}) (manifold_defense.generator_contract)"
+            )
         self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
         if encoder is None and self.config.restarts == 1 and self.config.steps > 0:
             warnings.warn(
@@ -124,9 +133,12 @@ class DefendedClassifier(nn.Module):
             checkpoint_every: with ``create_graph``, recompute segments of this many steps in the
                 backward pass instead of keeping every step (same gradient, bounded memory).
         """
-        self.check_input(x)
-        return project(
-            self.generator, x, config or self.config, operator=self.operator, encoder=self.encoder,
+        cfg = config or self.config
+        device, dtype = module_device_dtype(self.generator)
+        # The one validation of this call (project_checked does not repeat it).
+        check_images(x, shape=self.image_shape, pixel_range=cfg.pixel_range, device=device, dtype=dtype)
+        return project_checked(
+            self.generator, x, cfg, operator=self.operator, encoder=self.encoder,
             rng=rng, latent_dim=self.latent_dim, create_graph=create_graph, checkpoint_every=checkpoint_every,
         )
 

@@ -7,7 +7,7 @@ code the library runs, scripted). Load it anywhere with plain torch::
     import torch
     model = torch.jit.load("defended.pt")
     torch.manual_seed(0)                  # restarts come from torch's global RNG, as in the library
-    logits = model(images)                # images: (N, 1, 28, 28) float in [0, 1]
+    logits = model(images)                # images: (N, C, H, W) in the domain's pixel range
 
 Bundle (``save_bundle`` / ``load``): a directory of safetensors weights and JSON configs
 (``manifest.json`` names the parts, the projection settings and the versions), loaded by
@@ -32,6 +32,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_model, save_model
 from .defended import DefendedClassifier
+from .domains import Domain
 from .operators import Identity
 from .projection import ProjectionConfig, ProjectionLoop
 
@@ -174,8 +175,11 @@ def export_onnx(defended: DefendedClassifier, path: str | Path) -> Path:
     return path
 
 
-def save_bundle(defended: DefendedClassifier, path: str | Path) -> Path:
+def save_bundle(defended: DefendedClassifier, path: str | Path, *, domain: Domain | None = None) -> Path:
     """Write a directory bundle: safetensors + JSON per part and a ``manifest.json``.
+
+    ``domain`` (optional) is recorded in the manifest (image shape, pixel range, classes, budgets),
+    so that whoever loads the bundle knows what it expects.
 
     Raises:
         TypeError: not a :class:`DefendedClassifier`.
@@ -192,7 +196,7 @@ def save_bundle(defended: DefendedClassifier, path: str | Path) -> Path:
         parts["encoder"] = defended.encoder
     for name, module in parts.items():
         save_model(module, path / name)
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "format_version": 1,
         "parts": sorted(parts),
@@ -201,6 +205,11 @@ def save_bundle(defended: DefendedClassifier, path: str | Path) -> Path:
         "latent_dim": defended.latent_dim,
         "versions": {"manifold_defense": _version(), "torch": torch.__version__},
     }
+    if domain is not None:
+        if tuple(domain.image_shape) != tuple(defended.image_shape):
+            raise ValueError(f"the domain's images are {domain.image_shape} but the generator makes "
+                             f"{tuple(defended.image_shape)}")
+        manifest["domain"] = domain.to_dict()
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -244,10 +253,11 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Defen
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m manifold_defense.export",
-        description="Export the shipped Fashion-MNIST defended classifier (or a bundle) as TorchScript and/or a bundle.",
+        description="Export a domain's shipped defended classifier (or a bundle) as TorchScript and/or a bundle.",
     )
     parser.add_argument("--from-bundle", default=None, help="a bundle directory to export (default: the shipped weights)")
-    parser.add_argument("--torchscript", default="defended_fashion_mnist.pt", help="TorchScript file to write ('' to skip)")
+    parser.add_argument("--domain", default="fashion_mnist", help="the registered domain whose shipped weights to export")
+    parser.add_argument("--torchscript", default=None, help="TorchScript file to write (default defended_DOMAIN.pt; '' to skip)")
     parser.add_argument("--bundle", default="", help="also write a bundle directory here")
     parser.add_argument("--onnx", default="", help="also write the encoder-only path C(G(E(x))) as ONNX here")
     parser.add_argument("--restarts", type=int, default=None, help="override the projection's restarts")
@@ -256,16 +266,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.from_bundle:
         defended = load(args.from_bundle)
     else:
-        from .pretrained import defended_fashion_mnist
+        from .pretrained import defended_pretrained
 
-        defended = defended_fashion_mnist()
+        defended = defended_pretrained(args.domain)
+    if args.torchscript is None:
+        args.torchscript = f"defended_{args.domain}.pt"
     changes = {k: v for k, v in (("restarts", args.restarts), ("steps", args.steps)) if v is not None}
     if changes:
         defended.config = defended.config.replace(**changes)
     if args.torchscript:
         print(f"wrote {export(defended, args.torchscript)} (load with torch.jit.load; needs only torch)")
     if args.bundle:
-        print(f"wrote {save_bundle(defended, args.bundle)} (load with manifold_defense.load)")
+        from .domains import get_domain
+
+        domain = None if args.from_bundle else get_domain(args.domain)
+        print(f"wrote {save_bundle(defended, args.bundle, domain=domain)} (load with manifold_defense.load)")
     if args.onnx:
         print(f"wrote {export_onnx(defended, args.onnx)} (encoder-only C(G(E(x))); run with onnxruntime)")
 

@@ -275,33 +275,39 @@ class ProjectionLoop(nn.Module):
                 rows = (order + torch.arange(b, device=z.device).unsqueeze(1) * per_image).reshape(-1)
                 z, m1, m2, active = z[rows], m1[rows], m2[rows], active[rows]
                 best, stale, owner, last_loss = best[rows], stale[rows], owner[rows], last_loss[rows]
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
+            # Without early stopping every row stays active: the common path indexes nothing and
+            # never asks the device how many rows are left (no host synchronisation per step).
+            subset = self.early_stop_tol > 0
+            idx = active.nonzero().squeeze(1) if subset else owner  # owner: a placeholder, unused
+            if subset and idx.numel() == 0:
                 break
-            z_act = z[idx]
+            z_act = z[idx] if subset else z
             if not create_graph:
                 z_act = z_act.detach()
             if not z_act.requires_grad:
-                z_act = z_act.requires_grad_(True)
-            _, _, loss = self.row_loss(z_act, y[owner[idx]])
+                z_act = z_act.detach().requires_grad_(True)
+            _, _, loss = self.row_loss(z_act, y[owner[idx]] if subset else y[owner])
             grad = torch.autograd.grad([loss.sum()], [z_act], create_graph=create_graph)[0]
-            assert grad is not None
-            calls += idx.numel()
+            if grad is None:
+                raise RuntimeError("the projection loss does not depend on z")
+            calls += z_act.shape[0]
             lr = self.lr_at(step)
+            m1_act = m1[idx] if subset else m1
             if self.adam:
                 t = step + 1
-                new_m1 = self.beta1 * m1[idx] + (1 - self.beta1) * grad
-                new_m2 = self.beta2 * m2[idx] + (1 - self.beta2) * grad * grad
-                m1, m2 = m1.index_copy(0, idx, new_m1), m2.index_copy(0, idx, new_m2)
+                new_m1 = self.beta1 * m1_act + (1 - self.beta1) * grad
+                new_m2 = self.beta2 * (m2[idx] if subset else m2) + (1 - self.beta2) * grad * grad
+                m1 = m1.index_copy(0, idx, new_m1) if subset else new_m1
+                m2 = m2.index_copy(0, idx, new_m2) if subset else new_m2
                 update = (new_m1 / (1 - self.beta1**t)) / ((new_m2 / (1 - self.beta2**t)).sqrt() + 1e-8)
             else:
-                new_m1 = self.beta1 * m1[idx] + grad
-                m1 = m1.index_copy(0, idx, new_m1)
+                new_m1 = self.beta1 * m1_act + grad
+                m1 = m1.index_copy(0, idx, new_m1) if subset else new_m1
                 update = new_m1
-            z = z.index_copy(0, idx, z_act - lr * update)
+            z = z.index_copy(0, idx, z_act - lr * update) if subset else z_act - lr * update
             loss_now = loss.detach()
-            last_loss = last_loss.index_copy(0, idx, loss_now)
-            if self.early_stop_tol > 0:
+            last_loss = last_loss.index_copy(0, idx, loss_now) if subset else loss_now
+            if subset:
                 improved = loss_now < best[idx] * (1 - self.early_stop_tol)
                 best = best.index_copy(0, idx, torch.where(improved, loss_now, best[idx]))
                 stale = stale.index_copy(0, idx, torch.where(improved, torch.zeros_like(stale[idx]), stale[idx] + 1))
@@ -375,13 +381,34 @@ def project(
             or a generator without ``latent_dim``.
     """
     config = config or ProjectionConfig()
+    if measurements is None and x is not None:
+        device, dtype = module_device_dtype(generator)
+        check_images(x, pixel_range=config.pixel_range, device=device, dtype=dtype)
+    return project_checked(generator, x, config, operator=operator, encoder=encoder, rng=rng, latent_dim=latent_dim,
+                           create_graph=create_graph, checkpoint_every=checkpoint_every, measurements=measurements)
+
+
+def project_checked(
+    generator: nn.Module,
+    x: torch.Tensor | None,
+    config: ProjectionConfig,
+    *,
+    operator: nn.Module | None = None,
+    encoder: nn.Module | None = None,
+    rng: torch.Generator | None = None,
+    latent_dim: int | None = None,
+    create_graph: bool = False,
+    checkpoint_every: int | None = None,
+    measurements: torch.Tensor | None = None,
+) -> ProjectionResult:
+    """:func:`project` for images the caller has already validated (so that a model's own check,
+    which also knows G's output shape, runs once per call, not twice)."""
     operator = operator if operator is not None else Identity()
     k = latent_dim_of(generator, latent_dim)
     device, dtype = module_device_dtype(generator)
     if measurements is None:
         if x is None:
             raise ValueError("project needs images x or measurements")
-        check_images(x, pixel_range=config.pixel_range, device=device, dtype=dtype)
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
             y = operator(x)
         n_images, ref = x.shape[0], x

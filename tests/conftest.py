@@ -58,10 +58,11 @@ class PCAGenerator(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def fmnist_small() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from manifold_defense.data import load_idx_split
+    from manifold_defense.domains import get_domain
 
-    x_train, y_train = load_idx_split("train", limit=2000)
-    x_test, y_test = load_idx_split("test", limit=64)
+    fashion = get_domain("fashion_mnist")
+    x_train, y_train = fashion.load("train", limit=2000)
+    x_test, y_test = fashion.load("test", limit=64)
     return x_train, y_train, x_test, y_test
 
 

@@ -7,12 +7,13 @@ import sys
 import torch
 import torch.distributed as dist
 
+from eval import train_robust
 from manifold_defense.training import robust
 
 if __name__ == "__main__":
     result_path, *argv = sys.argv[1:]
-    config = robust.parse_config(robust.RobustConfig, argv)
-    model = robust.train(config)
+    config = train_robust.parse_config(robust.RobustConfig, argv)
+    model = robust.train(config, train_robust.adversaries(config))
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)

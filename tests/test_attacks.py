@@ -147,7 +147,7 @@ def test_bad_arguments_raise(trained_mlp, data):
         LinfPGD(eps=0.1)(trained_mlp, x, y[:-1])
     with pytest.raises(TypeError, match="integer"):
         LinfPGD(eps=0.1)(trained_mlp, x, y.float())
-    with pytest.raises(ValueError, match="bounds"):
+    with pytest.raises(ValueError, match="pixel range"):
         LinfPGD(eps=0.1)(trained_mlp, x * 2, y)
     with pytest.raises(ValueError, match="unsupported"):
         FoolboxAttack("NoSuchAttack", eps=0.1)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_defense.data import DEFAULT_FASHION_MNIST_DIR, DataFileError, idx_dataset, load_idx_split, read_idx
+from manifold_defense.data import DataFileError, idx_dataset, load_idx_split, read_idx
+from manifold_defense.domains import get_domain
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:
@@ -29,8 +30,7 @@ def mnist_like_dir(tmp_path: Path) -> Path:
 
 
 def test_real_fashion_mnist_test_split():
-    assert DEFAULT_FASHION_MNIST_DIR.is_dir(), "run `apt-get install -y dataset-fashion-mnist` (make test does)"
-    x, y = load_idx_split("test")
+    x, y = get_domain("fashion_mnist").load("test")
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
     assert y.shape == (10000,) and y.dtype == torch.int64
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
@@ -39,7 +39,7 @@ def test_real_fashion_mnist_test_split():
 
 
 def test_real_fashion_mnist_train_split_with_limit():
-    x, y = load_idx_split("train", limit=100)
+    x, y = get_domain("fashion_mnist").load("train", limit=100)
     assert x.shape == (100, 1, 28, 28) and y.shape == (100,)
 
 
@@ -85,6 +85,6 @@ def test_mismatched_counts_are_reported(mnist_like_dir: Path):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
-        load_idx_split("validation")  # type: ignore[arg-type]
+        load_idx_split("validation", "/nonexistent")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="limit"):
-        load_idx_split("test", limit=0)
+        load_idx_split("test", "/nonexistent", limit=0)

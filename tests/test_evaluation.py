@@ -41,9 +41,9 @@ def test_checks_fire_on_a_gradient_masked_toy(trained_mlp, fmnist_small):
     assert float(clean.float().mean()) > 0.5
     pgd = LinfPGD(eps=0.2, steps=10, seed=0)(toy, x, y)  # the gradient is zero almost everywhere
     square = TorchAttack("Square", eps=0.2, n_queries=200, seed=0)(toy, x, y)
-    rows = [Row("defended", "clean", "none", clean),
-            Row("defended", "PGD (naive on defended)", "Linf 0.2", ~pgd.success),
-            Row("defended", "Square (gradient-free)", "Linf 0.2", ~square.success)]
+    rows = [Row("defended", "clean", "none", clean, key="clean"),
+            Row("defended", "PGD (naive on defended)", "Linf 0.2", ~pgd.success, key="pgd"),
+            Row("defended", "Square (gradient-free)", "Linf 0.2", ~square.success, key="square")]
     assert not checks.gradient_health("toy", toy, x, y).passed
     assert not checks.whitebox_beats_gradient_free(rows, "defended").passed
     large = LinfPGD(eps=0.5, steps=10, seed=0)(toy, x, y)
@@ -151,16 +151,16 @@ def test_families_agree_flags_a_family_far_above_the_strongest():
     exact[:15] = True
     bpda = torch.zeros(n, dtype=torch.bool)
     bpda[:60] = True
-    rows = [Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", exact),
-            Row("defended", "BPDA-PGD", "Linf 0.1", bpda),
-            Row("defended", "PGD (naive on defended)", "Linf 0.1", torch.ones(n, dtype=torch.bool))]  # not adaptive
+    rows = [Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", exact, key="exact_apgd_dlr"),
+            Row("defended", "BPDA-PGD", "Linf 0.1", bpda, key="bpda_pgd"),
+            Row("defended", "PGD (naive on defended)", "Linf 0.1", torch.ones(n, dtype=torch.bool), key="pgd")]  # not adaptive
     check = checks.families_agree(rows, "defended")
     assert not check.passed and "bpda-identity 60.0%" in check.detail and "exact-gradient 15.0%" in check.detail
-    agreeing = [rows[0], Row("defended", "BPDA-PGD", "Linf 0.1", exact.clone())]
+    agreeing = [rows[0], Row("defended", "BPDA-PGD", "Linf 0.1", exact.clone(), key="bpda_pgd")]
     assert checks.families_agree(agreeing, "defended").passed
     # A surrogate below the exact gradient means the exact-gradient attack is not converged.
-    below = checks.families_agree([Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", bpda),
-                                   Row("defended", "BPDA-PGD", "Linf 0.1", exact)], "defended")
+    below = checks.families_agree([Row("defended", "APGD-DLR, exact gradient", "Linf 0.1", bpda, key="exact_apgd_dlr"),
+                                   Row("defended", "BPDA-PGD", "Linf 0.1", exact, key="bpda_pgd")], "defended")
     assert not below.passed and "not the strongest" in below.detail
 
 

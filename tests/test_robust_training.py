@@ -12,6 +12,7 @@ import torch
 
 from manifold_defense.checkpoint import load_model, read_config, save_model
 from manifold_defense.models import Encoder, WGANGenerator
+from eval import train_robust
 from manifold_defense.training import robust
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +33,11 @@ def args(parts: dict[str, str], out: Path, *extra: str) -> list[str]:
 
 
 def test_all_losses_train_save_and_resume(parts, tmp_path: Path):
-    robust.main(args(parts, tmp_path / "c"))
+    train_robust.main(args(parts, tmp_path / "c"))
     meta = read_config(tmp_path / "c")["metadata"]
     assert meta["config"]["pgd_weight"] == 1.0 and 0 <= meta["test_accuracy_first_2000"] <= 1
     first = load_model(tmp_path / "c")
-    robust.main(args(parts, tmp_path / "c", "--resume", "true", "--iterations", "6"))
+    train_robust.main(args(parts, tmp_path / "c", "--resume", "true", "--iterations", "6"))
     resumed = load_model(tmp_path / "c")
     changed = any(not torch.equal(a, b) for a, b in zip(first.parameters(), resumed.parameters()))
     assert changed and read_config(tmp_path / "c")["metadata"]["config"]["iterations"] == 6

@@ -12,10 +12,12 @@ from typing import Any
 
 from torch import nn
 
+from ..generator_contract import RangeAdapter
 from .classifiers import MLP, ModelA
 from .generators import Encoder, WGANCritic, WGANGenerator
 
-__all__ = ["ARCHITECTURES", "build", "architecture_name", "MLP", "ModelA", "Encoder", "WGANCritic", "WGANGenerator"]
+__all__ = ["ARCHITECTURES", "build", "architecture_name", "register_architecture", "MLP", "ModelA", "Encoder",
+           "WGANCritic", "WGANGenerator", "RangeAdapter"]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "model_a": ModelA,
@@ -23,7 +25,23 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "wgan_generator": WGANGenerator,
     "wgan_critic": WGANCritic,
     "encoder": Encoder,
+    "range_adapter": RangeAdapter,
 }
+
+
+def register_architecture(name: str, cls: type[nn.Module]) -> None:
+    """Make your own architecture storable (checkpoints, bundles): ``cls`` needs a ``config()``
+    method returning the keyword arguments that rebuild it.
+
+    Raises:
+        ValueError: the name is taken by another class.
+        TypeError: ``cls`` is not an ``nn.Module`` subclass with ``config()``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and callable(getattr(cls, "config", None))):
+        raise TypeError(f"{cls!r} must be an nn.Module subclass with a config() method")
+    if ARCHITECTURES.get(name, cls) is not cls:
+        raise ValueError(f"architecture name {name!r} is taken by {ARCHITECTURES[name].__name__}")
+    ARCHITECTURES[name] = cls
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Image classifiers for 28x28 grey-scale data (MNIST, Fashion-MNIST).
+"""Image classifiers for square images of any size and channel count (defaults: 1x28x28, 10 classes).
 
 Example:
     >>> import torch

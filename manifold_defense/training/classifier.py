@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import save_model
-from ..data import load_idx_split
+from ..domains import resolve_domain
 from ..models import build
 from .cli import parse_config, resolve_device, seed_everything
 
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 class ClassifierConfig:
     """Supervised training configuration."""
 
-    data_dir: str = ""  # empty: Debian's Fashion-MNIST
+    domain: str = "fashion_mnist"  # a registered domain, or the name of the one --data-dir holds
+    data_dir: str = ""  # empty: the domain's own files; else an IDX directory, .npz or ImageFolder tree
     out: str = "runs/classifier"
     architecture: str = "model_a"
     epochs: int = 5
@@ -61,10 +62,12 @@ def train(config: ClassifierConfig) -> nn.Module:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    x, y = load_idx_split("train", config.data_dir or None, limit=config.train_limit or None)
-    x_test, y_test = load_idx_split("test", config.data_dir or None)
+    domain = resolve_domain(config.domain, config.data_dir)
+    x, y = domain.load("train", limit=config.train_limit or None)
+    x_test, y_test = domain.load("test")
     x, y, x_test, y_test = x.to(device), y.to(device), x_test.to(device), y_test.to(device)
-    model = build(config.architecture, in_channels=x.shape[1], image_size=x.shape[-1]).to(device)
+    channels, size = domain.image_shape[0], domain.image_shape[-1]
+    model = build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = time.monotonic()
     for epoch in range(config.epochs):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoint import load_model, save_model
-from ..data import load_idx_split
+from ..domains import resolve_domain, weights_path
 from ..models import Encoder
 from .cli import parse_config, resolve_device, seed_everything
 
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class EncoderConfig:
     """Encoder training configuration."""
 
-    generator: str = "manifold_defense/weights/fashion_mnist/generator"
-    data_dir: str = ""
+    generator: str = ""  # empty: the domain's shipped generator
+    domain: str = "fashion_mnist"
+    data_dir: str = ""  # empty: the domain's own files
     out: str = "runs/encoder"
     iterations: int = 3000
     batch_size: int = 128
@@ -53,14 +54,15 @@ def train(config: EncoderConfig) -> Encoder:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    G = load_model(config.generator, map_location=device)
+    domain = resolve_domain(config.domain, config.data_dir)
+    G = load_model(config.generator or weights_path(domain, "generator"), map_location=device)
     for p in G.parameters():  # our own loaded copy: freezing it touches nothing of the caller's
         p.requires_grad_(False)
     k = int(getattr(G, "latent_dim"))
-    x_train, _ = load_idx_split("train", config.data_dir or None)
-    x_test, _ = load_idx_split("test", config.data_dir or None, limit=1000)
+    x_train, _ = domain.load("train")
+    x_test, _ = domain.load("test", limit=1000)
     x_train, x_test = x_train.to(device), x_test.to(device)
-    E = Encoder(latent_dim=k, channels=x_train.shape[1]).to(device)
+    E = Encoder(latent_dim=k, channels=domain.image_shape[0], image_size=domain.image_shape[-1]).to(device)
     opt = torch.optim.Adam(E.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
     start = time.monotonic()

@@ -8,10 +8,14 @@ Each step's loss is a weighted sum of
   * on-manifold: CE(C(G(z')), y) for z' found by the on-manifold attack within ||G(z') - G(z_x)|| <= eta;
   * pgd:         CE(C(x_pgd), y) for Linf PGD examples (weight 0 turns it off).
 
-    python -m manifold_defense.training.robust --out manifold_defense/weights/fashion_mnist/classifier_robust
-    python -m manifold_defense.training.robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \
+The loop needs two attacks (PGD examples, on-manifold pairs); it receives them as
+:class:`Adversaries` and never imports the ``attacks`` package (the core depends on nothing above
+it). The command-line script that builds them from ``attacks`` is ``eval.train_robust``:
+
+    python -m eval.train_robust --out manifold_defense/weights/fashion_mnist/classifier_robust
+    python -m eval.train_robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \
         --out manifold_defense/weights/fashion_mnist/classifier_pgd          # plain Madry PGD training
-    torchrun --nproc_per_node 2 -m manifold_defense.training.robust --quick  # data-parallel (DDP)
+    torchrun --nproc_per_node 2 -m eval.train_robust --quick                 # data-parallel (DDP)
 
 Checkpoints are safetensors + JSON (the config is stored); ``--resume`` continues from the
 ``OUT.state`` files (weights, Adam moments, step, RNG seed schedule).
@@ -26,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -36,10 +40,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_model, save_model
-from ..data import load_idx_split
+from ..domains import resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
-from .cli import parse_config, resolve_device, seed_everything
+from .cli import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +52,12 @@ log = logging.getLogger(__name__)
 class RobustConfig:
     """Robust (on-manifold and/or PGD) training configuration."""
 
-    generator: str = "manifold_defense/weights/fashion_mnist/generator"
-    encoder: str = "manifold_defense/weights/fashion_mnist/encoder"  # empty: random restarts only
-    init: str = "manifold_defense/weights/fashion_mnist/classifier"  # empty: train from scratch
+    domain: str = "fashion_mnist"
+    generator: str = "shipped"  # a checkpoint path; "shipped": the domain's generator
+    encoder: str = "shipped"  # a checkpoint path; "shipped": the domain's encoder; empty: random restarts only
+    init: str = "shipped"  # a checkpoint path; "shipped": the domain's classifier; empty: train from scratch
     architecture: str = "model_a"
-    data_dir: str = ""
+    data_dir: str = ""  # empty: the domain's own files
     out: str = "runs/classifier_robust"
     iterations: int = 1500
     batch_size: int = 64
@@ -61,10 +66,10 @@ class RobustConfig:
     projection_weight: float = 1.0
     manifold_weight: float = 1.0
     pgd_weight: float = 0.0
-    eta: float = 2.0  # L2 bound of the on-manifold pairs
+    eta: float = -1.0  # L2 bound of the on-manifold pairs; < 0: the domain's budget
     manifold_steps: int = 10
     projection_steps: int = 10
-    pgd_eps: float = 0.1
+    pgd_eps: float = -1.0  # < 0: the domain's Linf budget
     pgd_steps: int = 7
     train_limit: int = 0
     resume: bool = False
@@ -77,21 +82,28 @@ class RobustConfig:
                 "train_limit": 256, "out": "runs/classifier_robust_quick"}
 
 
-def _on_manifold_pairs(C: nn.Module, G: nn.Module, z: torch.Tensor, y: torch.Tensor, eta: float, steps: int,
-                       gen: torch.Generator) -> torch.Tensor:
-    """z' with ||G(z') - G(z)|| <= eta maximising CE(C(G(z')), y) (the standard on-manifold attack, label-aware)."""
-    from attacks.on_manifold import OnManifoldAttack  # the attack package; imported lazily (library -> attacks)
-
-    del y  # the attack moves away from C's own label at G(z), which for data z is (mostly) y
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-    return OnManifoldAttack(eta=eta, steps=steps, variant="standard", seed=seed)(C, G, z).z_prime
+ExampleAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int, int], torch.Tensor]
+"""(C, x, y, eps, steps, seed) -> adversarial images in the eps-ball around x."""
+PairAttack = Callable[[nn.Module, nn.Module, torch.Tensor, float, int, int], torch.Tensor]
+"""(C, G, z, eta, steps, seed) -> z' with ||G(z') - G(z)|| <= eta."""
 
 
-def _pgd(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, gen: torch.Generator) -> torch.Tensor:
-    from attacks.pgd import LinfPGD
+@dataclass(frozen=True)
+class Adversaries:
+    """The attacks the loop trains against, given by the caller (``eval.train_robust`` builds them
+    from the ``attacks`` package).
 
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-    return LinfPGD(eps=eps, steps=steps, rel_stepsize=2.5 / steps, seed=seed)(C, x, y).adversarial
+    Attributes:
+        pgd: makes the PGD examples (needed when ``pgd_weight`` > 0).
+        on_manifold: makes the on-manifold pairs (needed when ``manifold_weight`` > 0).
+    """
+
+    pgd: ExampleAttack | None = None
+    on_manifold: PairAttack | None = None
+
+
+def _seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig) -> None:
@@ -118,8 +130,24 @@ def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> int
     return int(json.loads(path.with_suffix(".state.json").read_text())["step"])
 
 
-def train(config: RobustConfig) -> nn.Module:
-    """Run robust training (one process, or one DDP rank under torchrun); rank 0 saves the classifier."""
+def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Module:
+    """Run robust training (one process, or one DDP rank under torchrun); rank 0 saves the classifier.
+
+    Raises:
+        ValueError: a loss weight that needs an attack ``adversaries`` does not provide.
+    """
+    adversaries = adversaries or Adversaries()
+    if config.pgd_weight > 0 and adversaries.pgd is None:
+        raise ValueError("pgd_weight > 0 needs Adversaries(pgd=...); eval.train_robust builds it")
+    if config.manifold_weight > 0 and adversaries.on_manifold is None:
+        raise ValueError("manifold_weight > 0 needs Adversaries(on_manifold=...); eval.train_robust builds it")
+    domain = resolve_domain(config.domain, config.data_dir)
+    eta = config.eta if config.eta >= 0 else domain.budgets.on_manifold_eta
+    pgd_eps = config.pgd_eps if config.pgd_eps >= 0 else domain.budgets.linf_eps
+
+    def checkpoint(path: str, name: str) -> str | Path:
+        return weights_path(domain, name) if path == "shipped" else path
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -132,14 +160,16 @@ def train(config: RobustConfig) -> nn.Module:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     on_manifold = config.projection_weight > 0 or config.manifold_weight > 0
-    G = load_model(config.generator, map_location=device) if on_manifold else None
-    E = load_model(config.encoder, map_location=device) if on_manifold and config.encoder else None
+    G = load_model(checkpoint(config.generator, "generator"), map_location=device) if on_manifold else None
+    E = load_model(checkpoint(config.encoder, "encoder"), map_location=device) if on_manifold and config.encoder else None
     for module in (G, E):
         for p in (module.parameters() if module is not None else []):
             p.requires_grad_(False)  # our own loaded copies: frozen
-    x_all, y_all = load_idx_split("train", config.data_dir or None, limit=config.train_limit or None)
+    x_all, y_all = domain.load("train", limit=config.train_limit or None)
     x_all, y_all = x_all.to(device), y_all.to(device)
-    C = load_model(config.init, map_location=device) if config.init else build(config.architecture)
+    channels, size = domain.image_shape[0], domain.image_shape[-1]
+    C = (load_model(checkpoint(config.init, "classifier"), map_location=device) if config.init
+         else build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes))
     C = C.to(device).train()
     model: nn.Module = nn.parallel.DistributedDataParallel(C) if world > 1 else C
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -162,16 +192,16 @@ def train(config: RobustConfig) -> nn.Module:
                 with torch.no_grad():
                     x_proj = G(z)
                 losses["projection"] = config.projection_weight * F.cross_entropy(model(x_proj), y)
-            if config.manifold_weight > 0:
+            if config.manifold_weight > 0 and adversaries.on_manifold is not None:
                 C.eval()
-                z_adv = _on_manifold_pairs(C, G, z, y, config.eta, config.manifold_steps, gen)
+                z_adv = adversaries.on_manifold(C, G, z, eta, config.manifold_steps, _seed(gen))
                 C.train()
                 with torch.no_grad():
                     x_adv = G(z_adv)
                 losses["manifold"] = config.manifold_weight * F.cross_entropy(model(x_adv), y)
-        if config.pgd_weight > 0:
+        if config.pgd_weight > 0 and adversaries.pgd is not None:
             C.eval()
-            x_pgd = _pgd(C, x, y, config.pgd_eps, config.pgd_steps, gen)
+            x_pgd = adversaries.pgd(C, x, y, pgd_eps, config.pgd_steps, _seed(gen))
             C.train()
             losses["pgd"] = config.pgd_weight * F.cross_entropy(model(x_pgd), y)
         loss = torch.stack(list(losses.values())).sum()
@@ -186,7 +216,7 @@ def train(config: RobustConfig) -> nn.Module:
     if rank == 0:
         from .classifier import accuracy
 
-        x_test, y_test = load_idx_split("test", config.data_dir or None, limit=2000)
+        x_test, y_test = domain.load("test", limit=2000)
         test_acc = accuracy(C, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
         _save_state(out, C, opt, config.iterations, config)
@@ -200,17 +230,3 @@ def train(config: RobustConfig) -> nn.Module:
     if world > 1:
         dist.barrier()
     return C
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = parse_config(RobustConfig, argv)
-    train(config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"saved {config.out}.safetensors and {config.out}.json")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import save_model
-from ..data import load_idx_split
+from ..domains import resolve_domain
 from ..models import WGANCritic, WGANGenerator
 from .cli import parse_config, resolve_device, seed_everything
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 class WGANConfig:
     """WGAN-GP training configuration (defaults: gan_mnist.py's, with fewer iterations)."""
 
-    data_dir: str = ""  # empty: Debian's Fashion-MNIST
+    domain: str = "fashion_mnist"
+    data_dir: str = ""  # empty: the domain's own files
     out: str = "runs/generator"
     latent_dim: int = 128
     dim: int = 64
@@ -63,10 +64,12 @@ def train(config: WGANConfig) -> WGANGenerator:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    images, _ = load_idx_split("train", config.data_dir or None)
+    domain = resolve_domain(config.domain, config.data_dir)
+    images, _ = domain.load("train")
     images = images.to(device)
-    G = WGANGenerator(config.latent_dim, config.dim, images.shape[1]).to(device)
-    D = WGANCritic(config.dim, images.shape[1]).to(device)
+    channels, size = domain.image_shape[0], domain.image_shape[-1]
+    G = WGANGenerator(config.latent_dim, config.dim, channels, size).to(device)
+    D = WGANCritic(config.dim, channels, size).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     n = images.shape[0]

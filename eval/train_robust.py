@@ -1,0 +1,56 @@
+"""Robust training from the command line: the loop of :mod:`manifold_defense.training.robust` with
+its attacks built from the ``attacks`` package.
+
+The script lives here, above both packages, because the core library never imports ``attacks``
+(dependencies point one way); the loop receives its attacks as
+:class:`manifold_defense.training.robust.Adversaries`.
+
+    python -m eval.train_robust --out manifold_defense/weights/fashion_mnist/classifier_robust
+    python -m eval.train_robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 --init "" \\
+        --out manifold_defense/weights/fashion_mnist/classifier_pgd          # plain Madry PGD training
+    torchrun --nproc_per_node 2 -m eval.train_robust --quick                 # data-parallel (DDP)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from attacks import LinfPGD, OnManifoldAttack
+from manifold_defense.domains import resolve_domain
+from manifold_defense.training.cli import parse_config
+from manifold_defense.training.robust import Adversaries, RobustConfig, train
+
+__all__ = ["adversaries", "main"]
+
+
+def adversaries(config: RobustConfig) -> Adversaries:
+    """Madry PGD examples (step 2.5 eps / steps) and standard on-manifold pairs, within the domain's pixel range."""
+    bounds = resolve_domain(config.domain, config.data_dir).pixel_range
+
+    def pgd(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
+        return LinfPGD(eps=eps, steps=steps, rel_stepsize=2.5 / steps, bounds=bounds, seed=seed)(C, x, y).adversarial
+
+    def on_manifold(C: nn.Module, G: nn.Module, z: torch.Tensor, eta: float, steps: int, seed: int) -> torch.Tensor:
+        return OnManifoldAttack(eta=eta, steps=steps, variant="standard", seed=seed)(C, G, z).z_prime
+
+    return Adversaries(pgd=pgd, on_manifold=on_manifold)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = parse_config(RobustConfig, argv)
+    train(config, adversaries(config))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"saved {config.out}.safetensors and {config.out}.json")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
