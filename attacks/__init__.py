@@ -12,6 +12,7 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
   or short-unroll approximations), :class:`EOT`, :class:`Unrolled`.
 * Adaptive, in latent space: :class:`LatentAttack`.
 * On-manifold: :class:`OnManifoldAttack` (overpowered and standard variants).
+* For training: :class:`TradesPGD` (TRADES' KL-maximising inner step).
 """
 
 from .apgd import APGD
@@ -25,9 +26,10 @@ from .latent import LatentAttack
 from .on_manifold import OnManifoldAttack, OnManifoldResult
 from .pgd import L2PGD, LinfPGD
 from .torchattacks_adapter import TorchAttack
+from .trades import TradesPGD
 from .unrolled import Unrolled
 
 __all__ = [
     "APGD", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
-    "OnManifoldAttack", "OnManifoldResult", "TorchAttack", "Unrolled",
+    "OnManifoldAttack", "OnManifoldResult", "TorchAttack", "TradesPGD", "Unrolled",
 ]

@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="eval/reports/compressed_sensing")
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
+    parser.add_argument("--device", default="cpu", help="where the generator prior runs (cpu, cuda, ...)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     ms = [int(m) for m in args.m.split(",")]
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.quick:
         args.n, ms, args.dip_steps = 3, ms[:2], 20
     domain = get_domain(args.domain)
-    G = load_pretrained("generator", domain)
+    G = load_pretrained("generator", domain, map_location=args.device)
     x, _ = domain.load("test", limit=args.n)
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
     errors: dict[str, dict[int, float]] = {m: {} for m in methods}
@@ -55,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             y = Compose(A, AdditiveNoise(args.noise, generator=gen))(x)  # A is what recovery knows
         for method in methods:
             if method == "generator":
-                x_hat = recover(y, A, G, rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(*domain.pixel_range)
+                # The generator prior runs on --device; the sparse baselines are numpy (CPU).
+                x_hat = recover(y.to(args.device), A.to(args.device), G,
+                                rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(*domain.pixel_range).cpu()
             elif method == "lasso_dct":
                 x_hat = lasso_dct(y, A, shape)
             elif method == "lasso_wavelet":
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     lines += [f"| {m} | " + " | ".join(f"{errors[k][m]:.4f}" for k in methods) + " |" for m in ms]
     table = "\n".join(lines)
     (out / "compressed_sensing.md").write_text(table + "\n")
-    print(f"per-pixel MSE on {args.n} Fashion-MNIST test images, noise std {args.noise}:\n{table}")
+    print(f"per-pixel MSE on {args.n} {domain.title} test images, noise std {args.noise}:\n{table}")
     import matplotlib
 
     matplotlib.use("Agg")

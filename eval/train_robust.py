@@ -9,6 +9,18 @@ The script lives here, above both packages, because the core library never impor
     python -m eval.train_robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 --init "" \\
         --out manifold_defense/weights/fashion_mnist/classifier_pgd          # plain Madry PGD training
     torchrun --nproc_per_node 2 -m eval.train_robust --quick                 # data-parallel (DDP)
+
+Converged baselines (a learning-rate schedule, a held-out learning curve in the checkpoint JSON,
+a wall-clock budget with resume):
+
+    python -m eval.train_robust --init "" --clean-weight 0 --pgd-weight 1 --manifold-weight 0 \
+        --projection-weight 0 --lr 1e-3 --lr-schedule cosine --iterations 20000 --eval-every 500 \
+        --val-size 1000 --max-minutes 120 --out runs/pgd_at                      # Madry PGD-AT
+    python -m eval.train_robust --init "" --clean-weight 1 --trades-beta 6 --manifold-weight 0 \
+        --projection-weight 0 --pgd-steps 10 --lr 1e-3 --lr-schedule cosine --iterations 20000 \
+        --eval-every 500 --val-size 1000 --out runs/trades                        # TRADES, beta 6
+    python -m eval.train_robust --defense-weight 1 --manifold-weight 0 --out runs/defense_at
+                                                  # adversarial training through C(G(E(x)))
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from attacks import LinfPGD, OnManifoldAttack
+from attacks import LinfPGD, OnManifoldAttack, TradesPGD
 from manifold_defense.domains import resolve_domain
 from manifold_defense.training.cli import parse_config
 from manifold_defense.training.robust import Adversaries, RobustConfig, train
@@ -30,7 +42,8 @@ __all__ = ["adversaries", "main"]
 
 
 def adversaries(config: RobustConfig) -> Adversaries:
-    """Madry PGD examples (step 2.5 eps / steps) and standard on-manifold pairs, within the domain's pixel range."""
+    """Madry PGD examples (step 2.5 eps / steps), standard on-manifold pairs and TRADES' KL-maximising
+    examples, within the domain's pixel range."""
     bounds = resolve_domain(config.domain, config.data_dir).pixel_range
 
     def pgd(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
@@ -39,7 +52,10 @@ def adversaries(config: RobustConfig) -> Adversaries:
     def on_manifold(C: nn.Module, G: nn.Module, z: torch.Tensor, eta: float, steps: int, seed: int) -> torch.Tensor:
         return OnManifoldAttack(eta=eta, steps=steps, variant="standard", seed=seed)(C, G, z).z_prime
 
-    return Adversaries(pgd=pgd, on_manifold=on_manifold)
+    def trades(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
+        return TradesPGD(eps=eps, steps=steps, bounds=bounds, seed=seed)(C, x)
+
+    return Adversaries(pgd=pgd, on_manifold=on_manifold, trades=trades)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

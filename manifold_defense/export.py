@@ -64,6 +64,8 @@ class ScriptableDefense(nn.Module):
         self.image_shape = [int(s) for s in image_shape]
 
     def check(self, x: torch.Tensor) -> None:
+        # The exported artifact runs without this repository, so it carries its own TorchScript
+        # version of manifold_defense.validation.check_images (same rules, same order).
         if not x.is_floating_point():
             raise ValueError("images must be floating point in the pixel range (e.g. x.float() / 255)")
         if x.dim() != 4 or list(x.shape[1:]) != self.image_shape:

@@ -55,3 +55,49 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(parts, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result.read_text().split() == ["2", "1"]
     assert read_config(tmp_path / "ddp")["metadata"]["world_size"] == 2
+
+
+def test_trades_defense_terms_curve_and_budget(parts, tmp_path: Path):
+    """TRADES and defense-AT terms train; the learning curve lands in the checkpoint JSON; a spent
+    wall-clock budget stops early and says so; resume continues the same schedule."""
+    out = tmp_path / "t"
+    train_robust.main(args(parts, out, "--trades-beta", "6", "--defense-weight", "1", "--val-size", "32",
+                           "--eval-every", "2", "--lr-schedule", "cosine"))
+    meta = read_config(out)["metadata"]
+    curve = meta["learning_curve"]
+    assert [p["iteration"] for p in curve] == [2, 4] and all(0 <= p["val_pgd10"] <= p["val_clean"] + 1 for p in curve)
+    assert meta["iterations_done"] == 4 and not meta["stopped_by_budget"]
+    stopped = tmp_path / "s"
+    train_robust.main(args(parts, stopped, "--max-minutes", "1e-9"))
+    assert read_config(stopped)["metadata"]["stopped_by_budget"]
+
+
+def test_lr_schedules_and_bad_settings(parts, tmp_path: Path):
+    cfg = robust.RobustConfig(lr=1.0, iterations=100, lr_schedule="step")
+    assert [robust.lr_at(cfg, i) for i in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    cos = robust.RobustConfig(lr=1.0, iterations=100, lr_schedule="cosine")
+    assert robust.lr_at(cos, 0) == 1.0 and robust.lr_at(cos, 50) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        robust.train(robust.RobustConfig(lr_schedule="linear", manifold_weight=0))
+    with pytest.raises(ValueError, match="trades"):
+        robust.train(robust.RobustConfig(trades_beta=1.0, manifold_weight=0))
+    with pytest.raises(ValueError, match="val_size"):
+        train_robust.main(args(parts, tmp_path / "v", "--eval-every", "2"))
+
+
+def test_trades_inner_step_stays_in_the_ball_and_raises_the_kl(trained_mlp, fmnist_small):
+    import torch.nn.functional as F
+
+    from attacks import TradesPGD
+
+    _, _, x, _ = fmnist_small
+    x_before = x.clone()
+    x_adv = TradesPGD(eps=0.1, steps=10, seed=0)(trained_mlp, x)
+    assert torch.equal(x, x_before) and float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1
+    with torch.no_grad():
+        p = F.softmax(trained_mlp(x), 1)
+        kl = F.kl_div(F.log_softmax(trained_mlp(x_adv), 1), p, reduction="batchmean")
+        kl_noise = F.kl_div(F.log_softmax(trained_mlp((x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)), 1), p,
+                            reduction="batchmean")
+    assert float(kl) > 5 * float(kl_noise)

@@ -1,12 +1,23 @@
 """Robust training on the manifold: harden a classifier on G(z) (Ilyas et al. 2017, "The Robust
-Manifold Defense"), optionally with ordinary PGD adversarial training (Madry et al. 2018).
+Manifold Defense"), optionally with ordinary PGD adversarial training (Madry et al. 2018), TRADES
+(Zhang et al. 2019) or adversarial training through the amortised defense.
 
 Each step's loss is a weighted sum of
   * clean:       CE(C(x), y) on data;
   * projection:  CE(C(G(z_x)), y), z_x the projection of x (amortised: the encoder's E(x) refined by
                  a few projection steps, so that the classifier sees what the defense will feed it);
   * on-manifold: CE(C(G(z')), y) for z' found by the on-manifold attack within ||G(z') - G(z_x)|| <= eta;
-  * pgd:         CE(C(x_pgd), y) for Linf PGD examples (weight 0 turns it off).
+  * pgd:         CE(C(x_pgd), y) for Linf PGD examples (weight 0 turns it off);
+  * trades:      beta KL(C(x) || C(x')) for x' maximising that KL in the Linf ball (TRADES' robust term;
+                 with clean weight 1 and pgd weight 0 this is TRADES);
+  * defense:     CE(C(P(x_def)), y), x_def a Linf PGD example against the whole amortised pipeline
+                 C(G(E(x))) and P the training projection (encoder warm start + a few steps): the
+                 classifier learns to be right on what the defense makes of an attacked input.
+
+A learning-rate schedule (constant, cosine, or step x0.1 at 50% and 75%), a wall-clock budget
+(``--max-minutes``, then it saves and stops; ``--resume true`` continues) and a learning curve
+(``--eval-every``: clean and PGD accuracy on ``--val-size`` held-out training images, stored in the
+checkpoint JSON) make the long baseline runs auditable.
 
 The loop needs two attacks (PGD examples, on-manifold pairs); it receives them as
 :class:`Adversaries` and never imports the ``attacks`` package (the core depends on nothing above
@@ -26,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -71,6 +83,12 @@ class RobustConfig:
     projection_steps: int = 10
     pgd_eps: float = -1.0  # < 0: the domain's Linf budget
     pgd_steps: int = 7
+    trades_beta: float = 0.0  # > 0: add TRADES' robust KL term (its inner maximisation uses pgd_steps)
+    defense_weight: float = 0.0  # > 0: adversarial examples against C(G(E(x))), trained on C(P(x_adv))
+    lr_schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75% of the iterations)
+    max_minutes: float = 0.0  # > 0: save and stop after this wall-clock budget (resume continues)
+    eval_every: int = 0  # > 0: record clean / PGD accuracy on the held-out images every N iterations
+    val_size: int = 0  # training images held out (the last ones) for the learning curve
     train_limit: int = 0
     resume: bool = False
     seed: int = 0
@@ -94,29 +112,79 @@ class Adversaries:
     from the ``attacks`` package).
 
     Attributes:
-        pgd: makes the PGD examples (needed when ``pgd_weight`` > 0).
+        pgd: makes the PGD examples (needed when ``pgd_weight`` or ``defense_weight`` > 0, and for
+            the learning curve's robust accuracy).
         on_manifold: makes the on-manifold pairs (needed when ``manifold_weight`` > 0).
+        trades: makes TRADES' KL-maximising examples (needed when ``trades_beta`` > 0).
     """
 
     pgd: ExampleAttack | None = None
     on_manifold: PairAttack | None = None
+    trades: ExampleAttack | None = None  # maximises KL(C(x) || C(x')) (y is ignored)
 
 
 def _seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig) -> None:
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def lr_at(config: RobustConfig, it: int) -> float:
+    """The learning rate of iteration ``it`` under ``config.lr_schedule`` (a pure function of the
+    iteration, so a resumed run continues the same schedule)."""
+    t = it / max(1, config.iterations)
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if config.lr_schedule == "step":
+        return config.lr * (0.1 ** ((t >= 0.5) + (t >= 0.75)))
+    return config.lr
+
+
+class _AmortisedPipeline(nn.Module):
+    """C(G(E(x))): the defense's fully differentiable amortised path (what the defense-AT examples attack)."""
+
+    def __init__(self, C: nn.Module, G: nn.Module, E: nn.Module) -> None:
+        super().__init__()
+        self.C, self.G, self.E = C, G, E
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.C(self.G(self.E(x)))
+
+
+def _out_of_time(start: float, minutes: float, world: int, device: torch.device) -> bool:
+    """Whether the wall-clock budget is spent; under DDP rank 0 decides for all (no rank stops alone)."""
+    flag = torch.tensor([float(time.monotonic() - start > 60 * minutes)], device=device)
+    if world > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+@torch.no_grad()
+def _curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaries: Adversaries, eps: float,
+                 it: int, lr: float) -> dict[str, float]:
+    """Clean and PGD-10 accuracy of C on held-out images (C in eval mode)."""
+    point = {"iteration": it, "lr": lr, "val_clean": float((C(x).argmax(1) == y).float().mean())}
+    if adversaries.pgd is not None:
+        with torch.enable_grad():
+            x_adv = adversaries.pgd(C, x, y, eps, 10, 0)
+        point["val_pgd10"] = float((C(x_adv).argmax(1) == y).float().mean())
+    return point
+
+
+def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
+                curve: list[dict[str, float]] | None = None) -> None:
     """Weights + Adam moments as safetensors, step and config as JSON (no pickle)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     save_file(tensors, str(path.with_suffix(".state.safetensors")))
-    path.with_suffix(".state.json").write_text(json.dumps({"step": step, "config": dataclasses.asdict(config)}, indent=2))
+    path.with_suffix(".state.json").write_text(json.dumps({"step": step, "config": dataclasses.asdict(config),
+                                                          "learning_curve": curve or []}, indent=2))
 
 
-def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> int:
+def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
     tensors = load_file(str(path.with_suffix(".state.safetensors")))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state = opt.state_dict()
@@ -127,7 +195,8 @@ def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> int
             restored.setdefault(int(i), {})[key] = v
     state["state"] = restored
     opt.load_state_dict(state)
-    return int(json.loads(path.with_suffix(".state.json").read_text())["step"])
+    saved = json.loads(path.with_suffix(".state.json").read_text())
+    return int(saved["step"]), list(saved.get("learning_curve", []))
 
 
 def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Module:
@@ -141,6 +210,14 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         raise ValueError("pgd_weight > 0 needs Adversaries(pgd=...); eval.train_robust builds it")
     if config.manifold_weight > 0 and adversaries.on_manifold is None:
         raise ValueError("manifold_weight > 0 needs Adversaries(on_manifold=...); eval.train_robust builds it")
+    if config.trades_beta > 0 and adversaries.trades is None:
+        raise ValueError("trades_beta > 0 needs Adversaries(trades=...); eval.train_robust builds it")
+    if config.defense_weight > 0 and (adversaries.pgd is None or not config.encoder):
+        raise ValueError("defense_weight > 0 needs Adversaries(pgd=...) and an encoder (the amortised path G(E(x)))")
+    if config.lr_schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}")
+    if config.eval_every > 0 and config.val_size < 1:
+        raise ValueError("eval_every > 0 needs val_size >= 1 held-out images")
     domain = resolve_domain(config.domain, config.data_dir)
     eta = config.eta if config.eta >= 0 else domain.budgets.on_manifold_eta
     pgd_eps = config.pgd_eps if config.pgd_eps >= 0 else domain.budgets.linf_eps
@@ -159,7 +236,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    on_manifold = config.projection_weight > 0 or config.manifold_weight > 0
+    on_manifold = config.projection_weight > 0 or config.manifold_weight > 0 or config.defense_weight > 0
     G = load_model(checkpoint(config.generator, "generator"), map_location=device) if on_manifold else None
     E = load_model(checkpoint(config.encoder, "encoder"), map_location=device) if on_manifold and config.encoder else None
     for module in (G, E):
@@ -167,6 +244,11 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             p.requires_grad_(False)  # our own loaded copies: frozen
     x_all, y_all = domain.load("train", limit=config.train_limit or None)
     x_all, y_all = x_all.to(device), y_all.to(device)
+    if config.val_size > 0:
+        if config.val_size >= len(x_all):
+            raise ValueError(f"val_size {config.val_size} leaves no training images (of {len(x_all)})")
+        x_val, y_val = x_all[-config.val_size:], y_all[-config.val_size:]
+        x_all, y_all = x_all[:-config.val_size], y_all[:-config.val_size]
     channels, size = domain.image_shape[0], domain.image_shape[-1]
     C = (load_model(checkpoint(config.init, "classifier"), map_location=device) if config.init
          else build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes))
@@ -175,12 +257,19 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    step0 = _load_state(out, C, opt) if config.resume and out.with_suffix(".state.json").is_file() else 0
+    step0, curve = _load_state(out, C, opt) if config.resume and out.with_suffix(".state.json").is_file() else (0, [])
     proj_cfg = ProjectionConfig(restarts=1, steps=config.projection_steps, optimizer="adam", lr=0.05,
                                 decay_at=(0.6,), lr_decay=0.3)
     start = time.monotonic()
     bar = tqdm(range(step0, config.iterations), desc="robust training", unit="it", disable=rank != 0)
+    it = step0
     for it in bar:
+        if config.max_minutes > 0 and _out_of_time(start, config.max_minutes, world, device):
+            log.info("wall-clock budget of %.1f minutes reached at iteration %d", config.max_minutes, it)
+            break
+        lr = lr_at(config, it)
+        for group in opt.param_groups:
+            group["lr"] = lr
         idx = torch.randint(0, len(x_all), (config.batch_size,), generator=gen).to(device)
         x, y = x_all[idx], y_all[idx]
         losses: dict[str, torch.Tensor] = {}
@@ -204,14 +293,34 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             x_pgd = adversaries.pgd(C, x, y, pgd_eps, config.pgd_steps, _seed(gen))
             C.train()
             losses["pgd"] = config.pgd_weight * F.cross_entropy(model(x_pgd), y)
+        if config.trades_beta > 0 and adversaries.trades is not None:
+            C.eval()
+            x_tr = adversaries.trades(C, x, y, pgd_eps, config.pgd_steps, _seed(gen))
+            C.train()
+            kl = F.kl_div(F.log_softmax(model(x_tr), 1), F.softmax(model(x), 1), reduction="batchmean")
+            losses["trades"] = config.trades_beta * kl
+        if config.defense_weight > 0 and adversaries.pgd is not None and G is not None and E is not None:
+            C.eval()
+            x_def = adversaries.pgd(_AmortisedPipeline(C, G, E), x, y, pgd_eps, config.pgd_steps, _seed(gen))
+            C.train()
+            with torch.no_grad():
+                x_def_proj = G(project(G, x_def, proj_cfg, encoder=E, rng=gen).z)
+            losses["defense"] = config.defense_weight * F.cross_entropy(model(x_def_proj), y)
         loss = torch.stack(list(losses.values())).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if rank == 0 and it % 10 == 0:
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
+        if rank == 0 and config.eval_every > 0 and (it + 1) % config.eval_every == 0:
+            C.eval()
+            curve.append(_curve_point(C, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
+            C.train()
+            bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
-            _save_state(out, C, opt, it + 1, config)
+            _save_state(out, C, opt, it + 1, config, curve)
+    else:
+        it = config.iterations
     C.eval()
     if rank == 0:
         from .classifier import accuracy
@@ -219,10 +328,13 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         x_test, y_test = domain.load("test", limit=2000)
         test_acc = accuracy(C, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
-        _save_state(out, C, opt, config.iterations, config)
+        _save_state(out, C, opt, it, config, curve)
         save_model(C, out, metadata={
             "trained_by": "manifold_defense.training.robust",
             "config": dataclasses.asdict(config),
+            "iterations_done": it,
+            "stopped_by_budget": it < config.iterations,
+            "learning_curve": curve,
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
             "train_seconds": round(time.monotonic() - start, 1),
