@@ -33,8 +33,9 @@ class Check:
         return asdict(self)
 
 
-def falls_to_chance(accuracy_at_large_eps: float, large_eps: float, *, chance: float = 0.1, tol: float = 0.05) -> Check:
-    """At a budget that can erase the image, a sound attack must bring accuracy to chance."""
+def falls_to_chance(accuracy_at_large_eps: float, large_eps: float, *, chance: float, tol: float = 0.05) -> Check:
+    """At a budget that can erase the image, a sound attack must bring accuracy to chance
+    (``chance`` = 1 / classes: the domain's ``chance``)."""
     ok = accuracy_at_large_eps <= chance + tol
     return Check("accuracy falls to chance at large eps", ok,
                  f"{100 * accuracy_at_large_eps:.1f}% at eps {large_eps:g} (chance {100 * chance:.0f}%, tolerance {100 * tol:.0f} points)")

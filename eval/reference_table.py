@@ -93,6 +93,11 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float, protoc
     return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
 
 
+def _normal(value: Any) -> Any:
+    """Reports before the Domain registry wrote 'fashion-mnist' for the domain now called 'fashion_mnist'."""
+    return value.replace("-", "_") if isinstance(value, str) else value
+
+
 def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
            protocol: str = "one-shot") -> str:
     if first < 1:
@@ -102,7 +107,7 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
     cells: list[dict[str, float]] = []
     for column, record in zip(columns, records):
         for key in ("dataset", "seed"):
-            if record.get(key) != reference.get(key):
+            if _normal(record.get(key)) != _normal(reference.get(key)):
                 raise ReportError(f"{column.report}: {key} {record.get(key)!r} differs from {reference.get(key)!r} "
                                   f"in {columns[0].report}")
         if record["n"] < first:
@@ -147,13 +152,15 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports)")
     parser.add_argument("--first", type=int, default=100, help="use the first N test images")
-    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--eps", type=float, default=None,
+                        help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
     parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],
                         help="verdict for randomised defenses (deterministic ones have one-shot results only)")
     args = parser.parse_args(argv)
     columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
     records = [_load(c.report) for c in columns]
-    table = _table(columns, records, first=args.first, eps=args.eps, protocol=args.protocol)
+    eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
+    table = _table(columns, records, first=args.first, eps=eps, protocol=args.protocol)
     commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)
