@@ -138,6 +138,10 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
             lines.append(f"| **{attack}** | " + " | ".join(f"**{v}**" for v in values) + " |")
         else:
             lines.append(f"| {attack} | " + " | ".join(values) + " |")
+    speed = [record.get("seconds_per_prediction", {}).get(column.model) for column, record in zip(columns, records)]
+    if any(v is not None for v in speed):
+        lines.append("| seconds per prediction (one image, batch of 50) | "
+                     + " | ".join("–" if v is None else f"{v:.2g}" for v in speed) + " |")
     return "\n".join(lines)
 
 

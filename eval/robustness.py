@@ -163,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     batch_sizes = [min(base.batch_size, len(x) - b * base.batch_size) for b in range(n_batches)]
     mine = list(range(rank, n_batches, world))
 
+    speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
     start = time.monotonic()
     per_eps: dict[float, list[Row]] = {}
     for eps in eps_list:
@@ -184,11 +185,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps])
     seconds = time.monotonic() - start
     record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
+    record["seconds_per_prediction"] = speed
     _write(Path(args.out), record, per_eps, found, defended, x[:8], y[:8], main_eps)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return record
+
+
+@torch.no_grad()
+def _seconds_per_prediction(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor) -> dict[str, float]:
+    """Wall-clock seconds per image of one batched prediction (after a warm-up call), per model."""
+    out = {}
+    for name, model in (("undefended", classifier), ("defended", defended)):
+        model(x[:2])
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        out[name] = (time.perf_counter() - start) / len(x)
+    return out
 
 
 def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
