@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -135,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # Rank 0 runs the checks alone after the sharded suite while the other ranks wait at the
+        # final barrier: on a CPU that takes hours, far beyond the default 30-minute timeout.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=datetime.timedelta(days=2))
     rank = dist.get_rank() if world > 1 else 0
     progress = rank == 0
 
@@ -182,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     main_eps = eps_list[len(eps_list) // 2]
     found: list[checks.Check] = []
     if not args.no_checks:
+        # Save the suite's results first: the checks can run for hours, and a crash must not lose them.
+        partial = _record(args, defended, base, per_eps, [], time.monotonic() - start, world, n, eps_list)
+        partial["seconds_per_prediction"] = speed
+        partial["checks_status"] = "running: this file is rewritten with the checks when they finish"
+        _write(Path(args.out), partial, per_eps, [], defended, x[:8], y[:8], main_eps, figures=False)
         found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps])
     seconds = time.monotonic() - start
     record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
@@ -279,7 +287,7 @@ def _key(row: Row, protocol: str) -> str:
 
 
 def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], found: list[checks.Check],
-           defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+           defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, *, figures: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"Command: `{record['command']}`", "",
@@ -291,6 +299,8 @@ def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], f
     if found:
         lines += ["### Sanity checks", ""] + [f"- {c.line()}" for c in found] + [""]
     (out / "robustness.md").write_text("\n".join(lines))
+    if not figures:
+        return
     print("\n".join(lines))
     _figures(out, per_eps, defended, x, y, eps)
     print(f"wrote {out}/robustness.json, robustness.md, accuracy_vs_eps.png, examples.png")
