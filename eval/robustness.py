@@ -35,6 +35,7 @@ from manifold_defense.domains import Domain, resolve_domain
 from manifold_defense.pretrained import defended_pretrained
 
 from . import checks
+from .batch_cache import BatchCache, model_fingerprint
 from .suite import ATTACKS, Row, SuiteConfig, format_table, run_suite, worst_case
 
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amortised", "eot_pgd", "exact_apgd_ce",
@@ -124,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--checkpoint-every", type=int, default=SuiteConfig.checkpoint_every,
                         help="projection steps per recomputed segment of the exact gradient")
     parser.add_argument("--check-n", type=int, default=100, help="images used by the sanity checks")
+    parser.add_argument("--cache", default=None,
+                        help="keep finished (attack, batch) verdicts in this directory; rerunning the same command resumes")
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -167,11 +170,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     mine = list(range(rank, n_batches, world))
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
+    cache = None
+    if args.cache:
+        fingerprint = model_fingerprint(classifier, defended.generator, defended.encoder, defended.operator,
+                                        extra=[defended.config.to_dict(), defended.gradient])
+        cache = BatchCache(args.cache, fingerprint=fingerprint)
     start = time.monotonic()
     per_eps: dict[float, list[Row]] = {}
     for eps in eps_list:
         cfg = dataclasses.replace(base, eps=eps)
-        rows = _gather(run_suite(classifier, defended, x, y, cfg, batches=mine, progress=progress), mine, world, batch_sizes)
+        rows = _gather(run_suite(classifier, defended, x, y, cfg, batches=mine, progress=progress, cache=cache), mine,
+                       world, batch_sizes)
         for model in ("undefended", "defended"):
             w = worst_case(rows, model)
             if w is not None:
@@ -190,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         partial["seconds_per_prediction"] = speed
         partial["checks_status"] = "running: this file is rewritten with the checks when they finish"
         _write(Path(args.out), partial, per_eps, [], defended, x[:8], y[:8], main_eps, figures=False)
-        found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps])
+        found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps],
+                            cache)
     seconds = time.monotonic() - start
     record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
     record["seconds_per_prediction"] = speed
@@ -218,13 +228,14 @@ def _seconds_per_prediction(classifier: torch.nn.Module, defended: DefendedClass
 
 
 def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
-                base: SuiteConfig, eps: float, large_eps: float, rows: list[Row]) -> list[checks.Check]:
+                base: SuiteConfig, eps: float, large_eps: float, rows: list[Row],
+                cache: BatchCache | None = None) -> list[checks.Check]:
     found = []
     model = "defended" if "defended" in base.models else "undefended"
     # 1. Accuracy falls to chance at a budget that can erase the image.
     key = "bpda_pgd" if model == "defended" else "exact_apgd_dlr"
     large = run_suite(classifier, defended, x, y, dataclasses.replace(base, eps=large_eps, attacks=(key,), models=(model,)),
-                      progress=False)
+                      progress=False, cache=cache)
     found.append(checks.falls_to_chance(large[0].accuracy, large_eps, chance=base.domain.chance))
     # 2. Doubling the iterations of the iterative attacks does not change the worst case: the
     #    reported rows (on the check images) against a rerun of those attacks with 2x the effort.
@@ -233,7 +244,7 @@ def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: to
         reported = [Row(r.model, r.attack, r.threat, r.correct[: len(x)], key=r.key) for r in rows if r.key in iterative]
         once = worst_case(reported, model)
         cfg = dataclasses.replace(base, eps=eps, attacks=iterative, models=(model,)).scaled(2)
-        twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False), model)
+        twice = worst_case(run_suite(classifier, defended, x, y, cfg, progress=False, cache=cache), model)
         if once is not None and twice is not None:
             found.append(checks.more_effort_is_stable(once.accuracy, twice.accuracy))
     # 3./4. White-box beats gradient-free; attack families agree; the attacks break the undefended model.

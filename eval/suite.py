@@ -35,6 +35,7 @@ from attacks.base import predict
 from manifold_defense import DefendedClassifier
 from manifold_defense.domains import Domain, get_domain
 
+from .batch_cache import BatchCache
 from .stats import format_accuracy, wilson_interval
 
 __all__ = ["SuiteConfig", "AttackSpec", "Row", "ATTACKS", "run_suite", "worst_case", "format_table", "is_randomized",
@@ -326,12 +327,14 @@ def run_suite(
     *,
     batches: list[int] | None = None,
     progress: bool = True,
+    cache: BatchCache | None = None,
 ) -> list[Row]:
     """Run every attack of ``cfg.attacks`` in batches of ``cfg.batch_size``; rows in suite order.
 
     Each (attack, batch) pair starts from its own seed, so a batch's result does not depend on what
     ran before it: a sharded run (``batches`` = this rank's batch indices) reproduces exactly the
-    rows of a single-process run for those batches.
+    rows of a single-process run for those batches, and ``cache`` can keep finished pairs on disk
+    (a rerun after a kill skips them: :mod:`eval.batch_cache`).
 
     Raises:
         ValueError: an unknown attack or model name.
@@ -356,11 +359,17 @@ def run_suite(
         start = time.monotonic()
         parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
         for b in tqdm(mine, desc=name, unit="batch", leave=False, disable=not progress):
-            torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            for model, adv in spec.run(classifier, defended, x[sl], y[sl], cfg).items():
-                verdicts = _judge(judges[model], adv, y[sl], draws[model])
-                parts.setdefault(model, []).append(tuple(v.cpu() for v in verdicts))
+            key = cache.key(cfg.to_dict(), a, b, x[sl], y[sl]) if cache is not None else ""
+            found = cache.get(key) if cache is not None else None
+            if found is None:
+                torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)
+                found = {model: tuple(v.cpu() for v in _judge(judges[model], adv, y[sl], draws[model]))
+                         for model, adv in spec.run(classifier, defended, x[sl], y[sl], cfg).items()}
+                if cache is not None:
+                    cache.put(key, found)
+            for model, verdicts in found.items():
+                parts.setdefault(model, []).append(verdicts)
         seconds = time.monotonic() - start
         for model, chunks in parts.items():
             columns = [torch.cat(c) for c in zip(*chunks)]

@@ -184,3 +184,20 @@ def test_randomized_defense_is_judged_one_shot_worst_of_n_and_by_majority(traine
         assert bool((r.correct_all <= r.correct_vote).all())   # ...and the majority right
     assert "worst-of-N" in format_table(rows) and "[" in format_table(rows)
     assert {r.model for r in rows} == {"defended"}
+
+
+def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path):
+    """A second run with --cache reads every (attack, batch) verdict back and reports the same
+    per-example results; a changed budget is a different key (nothing stale is reused)."""
+    from eval import robustness
+
+    common = ["--defense", str(tiny_bundle), "--quick", "--no-checks", "--attacks", "clean,fgsm,pgd",
+              "--num-images", "16", "--batch-size", "8", "--cache", str(tmp_path / "cache")]
+    first = robustness.main([*common, "--out", str(tmp_path / "a")])
+    files = sorted((tmp_path / "cache").glob("*.json"))
+    assert len(files) == 3 * 2  # attacks x batches
+    second = robustness.main([*common, "--out", str(tmp_path / "b")])
+    assert first is not None and second is not None and first["per_example"] == second["per_example"]
+    assert sorted((tmp_path / "cache").glob("*.json")) == files
+    robustness.main([*common, "--eps", "0.05", "--out", str(tmp_path / "c")])
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2 * 3 * 2

@@ -1,0 +1,84 @@
+"""Finished (attack, batch) verdicts on disk, so that a long evaluation that was killed resumes
+where it stopped (``python -m eval.robustness ... --cache DIR``: rerun the same command).
+
+Each entry is one JSON file named by a SHA-256 over everything that decides the verdicts: the
+suite config (budgets, attack list, seed, domain), the attack's position and the batch index
+(they set the batch's seed), the images and labels of the batch, and the weights and projection
+settings of the models. Change any of them and the entry is simply not found; nothing stale is
+ever reused. The suite seeds every (attack, batch) pair on its own, so a resumed run gives the
+same per-example results as an uninterrupted one.
+
+Example:
+    >>> import tempfile, torch
+    >>> from eval.batch_cache import BatchCache
+    >>> cache = BatchCache(tempfile.mkdtemp(), fingerprint="models")
+    >>> key = cache.key({"eps": 0.1}, 0, 0, torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+    >>> cache.put(key, {"defended": (torch.tensor([True, False]),)})
+    >>> cache.get(key)["defended"][0].tolist()
+    [True, False]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["BatchCache", "model_fingerprint"]
+
+Verdicts = dict[str, tuple[torch.Tensor, ...]]
+
+
+def model_fingerprint(*modules: nn.Module | None, extra: Any = None) -> str:
+    """SHA-256 of the modules' state dicts (names, shapes, values) and any JSON-able ``extra``."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for module in modules:
+        if module is None:
+            h.update(b"none")
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class BatchCache:
+    """A directory of verdict files.
+
+    Args:
+        root: the directory (created if missing).
+        fingerprint: identifies the models being judged (:func:`model_fingerprint`).
+    """
+
+    def __init__(self, root: str | Path, *, fingerprint: str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = fingerprint
+
+    def key(self, cfg: dict[str, Any], attack_index: int, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> str:
+        h = hashlib.sha256(json.dumps([cfg, attack_index, batch_index, self.fingerprint], sort_keys=True).encode())
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        h.update(y.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def get(self, key: str) -> Verdicts | None:
+        """The stored verdicts, or None (also for an unreadable file, which is then recomputed)."""
+        path = self.root / f"{key}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return {model: tuple(torch.tensor([c == "1" for c in bits], dtype=torch.bool) for bits in columns)
+                for model, columns in data.items()}
+
+    def put(self, key: str, verdicts: Verdicts) -> None:
+        data = {model: ["".join("1" if v else "0" for v in col.tolist()) for col in columns]
+                for model, columns in verdicts.items()}
+        tmp = self.root / f"{key}.tmp"
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.root / f"{key}.json")  # atomic: a kill mid-write leaves no half file
