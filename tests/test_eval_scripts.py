@@ -31,3 +31,15 @@ def test_exact_gradient_benchmark_quick(tmp_path: Path):
     # Same gradient with and without checkpointing (same seed, deterministic projection).
     a, b = (r["grad_norm"] for r in record["results"])
     assert abs(a - b) <= 1e-4 * a
+
+
+def test_demo_and_projection_quality_run_on_the_shipped_weights(capsys):
+    """The scripts behind `make demo` and the README's projection-quality figure run end to end
+    (small sizes; their numbers are checked by the reports, not here)."""
+    from eval import demo, projection_quality
+
+    demo.main(["--quick", "--n", "8", "--attacks", "clean,fgsm,exact_apgd_ce", "--apgd-steps", "2"])
+    out = capsys.readouterr().out
+    assert "Fashion-MNIST test images: first 8" in out and "| defended | APGD-CE, exact gradient |" in out
+    record = projection_quality.main(["--n", "16", "--batch-size", "8"])
+    assert 0 < record["mse_per_pixel"] < 0.05
