@@ -34,6 +34,7 @@ DEFAULT_COLUMNS = (
     "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
     "PGD-trained classifier, undefended=eval/reports/robustness_classifier_pgd:undefended",
     "shipped classifier + projection (default)=eval/reports/robustness_classifier:defended",
+    "PGD-trained classifier + projection=eval/reports/robustness_classifier_pgd_projection:defended",
 )
 
 
