@@ -3,9 +3,10 @@ where it stopped (``python -m eval.robustness ... --cache DIR``: rerun the same 
 
 Each entry is one JSON file named by a SHA-256 over everything that decides the verdicts: the
 suite config (budgets, attack list, seed, domain), the attack's position and the batch index
-(they set the batch's seed), the images and labels of the batch, and the weights and projection
-settings of the models. Change any of them and the entry is simply not found; nothing stale is
-ever reused. The suite seeds every (attack, batch) pair on its own, so a resumed run gives the
+(they set the batch's seed), the images and labels of the batch, the weights and projection
+settings of the models, and the source code of the library, the attacks and the suite
+(:func:`code_fingerprint`). Change any of them and the entry is simply not found; nothing stale
+is reused. The suite seeds every (attack, batch) pair on its own, so a resumed run gives the
 same per-example results as an uninterrupted one.
 
 Example:
@@ -28,7 +29,21 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["BatchCache", "model_fingerprint"]
+__all__ = ["BatchCache", "code_fingerprint", "model_fingerprint"]
+
+_REPO = Path(__file__).resolve().parents[1]
+_CODE = ("manifold_defense", "attacks", "eval/suite.py")
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the Python source that decides an attack's verdicts (library, attacks, suite)."""
+    h = hashlib.sha256()
+    for part in _CODE:
+        path = _REPO / part
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(f.relative_to(_REPO)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 Verdicts = dict[str, tuple[torch.Tensor, ...]]
 
@@ -52,13 +67,14 @@ class BatchCache:
 
     Args:
         root: the directory (created if missing).
-        fingerprint: identifies the models being judged (:func:`model_fingerprint`).
+        fingerprint: identifies the models being judged (:func:`model_fingerprint`); the code's
+            fingerprint is added to it.
     """
 
     def __init__(self, root: str | Path, *, fingerprint: str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint + code_fingerprint()
 
     def key(self, cfg: dict[str, Any], attack_index: int, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> str:
         h = hashlib.sha256(json.dumps([cfg, attack_index, batch_index, self.fingerprint], sort_keys=True).encode())
