@@ -75,6 +75,8 @@ class BatchCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint + code_fingerprint()
+        self.hits = 0  # verdicts read back from disk (their attack's seconds are not spent again)
+        self.misses = 0
 
     def key(self, cfg: dict[str, Any], attack_index: int, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> str:
         h = hashlib.sha256(json.dumps([cfg, attack_index, batch_index, self.fingerprint], sort_keys=True).encode())
@@ -88,7 +90,9 @@ class BatchCache:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
+            self.misses += 1
             return None
+        self.hits += 1
         return {model: tuple(torch.tensor([c == "1" for c in bits], dtype=torch.bool) for bits in columns)
                 for model, columns in data.items()}
 

@@ -25,8 +25,11 @@ class Check:
     name: str
     passed: bool
     detail: str
+    skipped: bool = False  # not run (on request): neither passed nor failed
 
     def line(self) -> str:
+        if self.skipped:
+            return f"SKIPPED {self.name}: {self.detail}"
         return f"{'ok     ' if self.passed else 'WARNING'} {self.name}: {self.detail}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,10 +44,13 @@ def falls_to_chance(accuracy_at_large_eps: float, large_eps: float, *, chance: f
                  f"{100 * accuracy_at_large_eps:.1f}% at eps {large_eps:g} (chance {100 * chance:.0f}%, tolerance {100 * tol:.0f} points)")
 
 
+EFFORT_CHECK = "doubling the attacks' iterations does not change robust accuracy"
+
+
 def more_effort_is_stable(accuracy: float, accuracy_doubled: float, *, tol: float = 0.02) -> Check:
     """Doubling the attacks' iterations must move robust accuracy by less than ``tol``."""
     ok = round(accuracy - accuracy_doubled, 9) < tol  # rounded: 0.16 - 0.14 must count as 2 points, not 1.99...
-    return Check("doubling the attacks' iterations does not change robust accuracy", ok,
+    return Check(EFFORT_CHECK, ok,
                  f"{100 * accuracy:.1f}% -> {100 * accuracy_doubled:.1f}% with 2x effort (tolerance {100 * tol:.0f} points)")
 
 

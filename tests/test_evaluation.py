@@ -186,6 +186,19 @@ def test_randomized_defense_is_judged_one_shot_worst_of_n_and_by_majority(traine
     assert {r.model for r in rows} == {"defended"}
 
 
+def test_skip_effort_check_runs_the_other_checks(tiny_bundle, tmp_path: Path):
+    from eval import robustness
+    from eval.checks import EFFORT_CHECK
+
+    record = robustness.main(["--defense", str(tiny_bundle), "--quick", "--attacks", "clean,fgsm,pgd,bpda_pgd",
+                              "--num-images", "8", "--check-n", "8", "--skip-effort-check", "--out", str(tmp_path)])
+    assert record is not None
+    by_name = {c["name"]: c for c in record["checks"]}
+    assert by_name[EFFORT_CHECK]["skipped"] and not by_name[EFFORT_CHECK]["passed"]
+    assert sum(not c["skipped"] for c in record["checks"]) >= 4  # chance, families, gradients... still ran
+    assert "SKIPPED" in (tmp_path / "robustness.md").read_text()
+
+
 def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path):
     """A second run with --cache reads every (attack, batch) verdict back and reports the same
     per-example results; a changed budget is a different key (nothing stale is reused)."""
@@ -199,5 +212,7 @@ def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path)
     second = robustness.main([*common, "--out", str(tmp_path / "b")])
     assert first is not None and second is not None and first["per_example"] == second["per_example"]
     assert sorted((tmp_path / "cache").glob("*.json")) == files
+    assert (first["cache"]["hits"], first["cache"]["misses"]) == (0, 6)
+    assert (second["cache"]["hits"], second["cache"]["misses"]) == (6, 0)  # its seconds spent no attack
     robustness.main([*common, "--eps", "0.05", "--out", str(tmp_path / "c")])
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2 * 3 * 2
