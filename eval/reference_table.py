@@ -9,6 +9,7 @@ which it prints above the table.
 
     python -m eval.reference_table --first 100 --eps 0.1
     python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
+    python -m eval.reference_table --summary --first 200 --column ... # one row per configuration
 
 Example:
     >>> from eval.reference_table import Column
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 from .stats import wilson_interval
 from .suite import ATTACKS, WORST
 
-__all__ = ["Column", "ReportError", "reference_table", "DEFAULT_COLUMNS", "main"]
+__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "main"]
 
 
 DEFAULT_COLUMNS = (
@@ -94,17 +95,46 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float, protoc
     return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
 
 
+def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:
+    """Markdown: one row per :class:`Column` (a configuration) with its clean and worst-case accuracy
+    over the first images, its seconds per prediction and how many attack rows its worst case took.
+
+    Raises:
+        ReportError: as :func:`reference_table`.
+    """
+    return _summary(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
+
+
+def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
+             protocol: str = "one-shot") -> str:
+    cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
+    lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
+             "| attacks in the worst case | seconds per prediction |", "|---|---|---|---|---|"]
+    for column, record, cell in zip(columns, records, cells):
+        speed = record.get("seconds_per_prediction", {}).get(column.model)
+        attacks = sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
+        lines.append(f"| {column.title} | {_cell(cell['clean'], first) if 'clean' in cell else '–'} | "
+                     f"**{_cell(cell[WORST], first) if WORST in cell else '–'}** | {attacks} | "
+                     f"{'–' if speed is None else f'{speed:.2g}'} |")
+    return "\n".join(lines)
+
+
+def _counts(label: str) -> bool:
+    """Whether the attack row with this label enters the Linf worst case."""
+    return any(spec.label == label and spec.worst_case for spec in ATTACKS.values())
+
+
 def _normal(value: Any) -> Any:
     """Reports before the Domain registry wrote 'fashion-mnist' for the domain now called 'fashion_mnist'."""
     return value.replace("-", "_") if isinstance(value, str) else value
 
 
-def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
-           protocol: str = "one-shot") -> str:
+def _cells(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
+           protocol: str = "one-shot") -> list[dict[str, float]]:
+    """Per column: attack label -> accuracy over the first images (the worst case included)."""
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
     reference = records[0]
-    attacks: list[str] = []
     cells: list[dict[str, float]] = []
     for column, record in zip(columns, records):
         for key in ("dataset", "seed"):
@@ -124,9 +154,16 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
             if not rest and protocol != "one-shot" and f"{key} | {protocol}" in per_eps:
                 continue  # this row has results under the requested protocol
             mine[attack] = bits[:first].count("1") / first
-            if attack not in attacks and attack != WORST:
-                attacks.append(attack)
         cells.append(mine)
+    return cells
+
+
+def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
+           protocol: str = "one-shot") -> str:
+    cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
+    attacks: list[str] = []
+    for cell in cells:
+        attacks += [a for a in cell if a not in attacks and a != WORST]
     order = [spec.label for spec in ATTACKS.values()]
     attacks.sort(key=lambda a: order.index(a) if a in order else len(order))
     lines = [
@@ -161,11 +198,14 @@ def main(argv: Sequence[str] | None = None) -> str:
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
     parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],
                         help="verdict for randomised defenses (deterministic ones have one-shot results only)")
+    parser.add_argument("--summary", action="store_true",
+                        help="one row per column: clean, worst case and seconds per prediction")
     args = parser.parse_args(argv)
     columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
     records = [_load(c.report) for c in columns]
     eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
-    table = _table(columns, records, first=args.first, eps=eps, protocol=args.protocol)
+    build = _summary if args.summary else _table
+    table = build(columns, records, first=args.first, eps=eps, protocol=args.protocol)
     commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)

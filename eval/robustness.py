@@ -32,7 +32,8 @@ import torch.distributed as dist
 from attacks import APGD, BPDA, ExactGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig, load
 from manifold_defense.domains import Domain, resolve_domain
-from manifold_defense.pretrained import defended_pretrained
+from manifold_defense.checkpoint import load_model
+from manifold_defense.pretrained import available, defended_pretrained
 
 from . import checks
 from .batch_cache import BatchCache, model_fingerprint
@@ -43,13 +44,18 @@ DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amor
 
 
 def _load_defense(spec: str, classifier: str, projection: str, domain: Domain, channels_last: bool = False) -> DefendedClassifier:
-    """The shipped weights of ``domain`` (spec "shipped", or the domain's name) or a bundle directory.
+    """The shipped weights of ``domain`` (spec "shipped") or a bundle directory (any other spec).
 
     Raises:
         ValueError: the defense's images do not have the domain's shape.
     """
-    shipped = spec in ("shipped", domain.name)
-    defended = defended_pretrained(domain, classifier=classifier).eval() if shipped else load(spec)
+    if spec == "shipped":
+        # A checkpoint path (stem of a .safetensors/.json pair) puts that classifier behind the shipped projection.
+        own = classifier not in available(domain) and Path(classifier).with_suffix(".json").is_file()
+        clf: str | torch.nn.Module = load_model(classifier).eval() if own else classifier
+        defended = defended_pretrained(domain, classifier=clf).eval()
+    else:
+        defended = load(spec)
     if tuple(defended.image_shape) != tuple(domain.image_shape):
         raise ValueError(f"the defense's generator makes images of shape {tuple(defended.image_shape)} but the "
                          f"{domain.name} images are {domain.image_shape}")
@@ -98,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defense", default="shipped",
                         help="'shipped' (the domain's shipped weights) or a bundle directory (manifold_defense.save_bundle)")
-    parser.add_argument("--classifier", default="classifier", help="shipped classifier name (with --defense fashion_mnist)")
+    parser.add_argument("--classifier", default="classifier", help="with --defense shipped: a shipped classifier's name, or a checkpoint path "
+                             "(e.g. runs/pgd_at) to put that classifier behind the shipped projection")
     parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
                         help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
     parser.add_argument("--channels-last", action="store_true",

@@ -52,14 +52,16 @@ class RangeAdapter(nn.Module):
             checkpoint spec ``{"architecture": name, "kwargs": {...}}`` (how a saved adapter is rebuilt).
         latent_dim: k (default: ``generator.latent_dim``).
         output_shape: (C, H, W) (default: ``generator.output_shape``, else probed once).
-        from_range: the wrapped generator's pixel range, e.g. (-1, 1) for a tanh output.
+        from_range: the wrapped generator's pixel range, e.g. (-1, 1) for a tanh output (default: the
+            generator's declared ``output_range``, else (-1, 1)).
         to_range: the range the rest of the pipeline uses (the domain's ``pixel_range``).
 
     Shape:
         input (n, latent_dim); output (n, C, H, W) in ``to_range``.
 
     Raises:
-        ValueError: an empty range, or no latent size.
+        ValueError: an empty range, no latent size, or a ``from_range`` that differs from the range the
+            wrapped generator declares (its outputs would land outside ``to_range``).
     """
 
     def __init__(
@@ -68,17 +70,25 @@ class RangeAdapter(nn.Module):
         *,
         latent_dim: int | None = None,
         output_shape: tuple[int, int, int] | None = None,
-        from_range: tuple[float, float] = (-1.0, 1.0),
+        from_range: tuple[float, float] | None = None,
         to_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__()
-        for name, (low, high) in (("from_range", from_range), ("to_range", to_range)):
-            if not float(low) < float(high):
-                raise ValueError(f"{name} must be (low, high) with low < high, got {(low, high)}")
         if isinstance(generator, dict):
             from .models import build  # the registry imports this module
 
             generator = build(generator["architecture"], **generator["kwargs"])
+        declared = getattr(generator, "output_range", None)
+        if from_range is None:
+            from_range = (float(declared[0]), float(declared[1])) if declared is not None else (-1.0, 1.0)
+        for name, (low, high) in (("from_range", from_range), ("to_range", to_range)):
+            if not float(low) < float(high):
+                raise ValueError(f"{name} must be (low, high) with low < high, got {(low, high)}")
+        if declared is not None and (float(declared[0]), float(declared[1])) != (float(from_range[0]), float(from_range[1])):
+            raise ValueError(
+                f"from_range {tuple(from_range)} differs from the range the wrapped generator declares, "
+                f"output_range={tuple(declared)}: pass from_range={tuple(declared)} (or fix the generator's "
+                "output_range), otherwise its images land outside to_range")
         k = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
         if not isinstance(k, int) or k < 1:
             raise ValueError("pass latent_dim=k: the wrapped generator has no integer latent_dim")

@@ -52,12 +52,16 @@ def defended_pretrained(
     domain: str | Domain = "fashion_mnist",
     config: ProjectionConfig | None = None,
     *,
-    classifier: str = "classifier",
+    classifier: str | nn.Module = "classifier",
     use_encoder: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> DefendedClassifier:
     """A domain's shipped classifier behind its shipped generator (and encoder, if shipped), with the
     domain's pixel range.
+
+    Args:
+        classifier: a shipped classifier's name, or your own classifier module (put behind the
+            shipped generator and encoder as it is).
 
     Raises:
         ValueError: unknown domain; CheckpointError: missing checkpoints.
@@ -67,8 +71,10 @@ def defended_pretrained(
     encoder = None
     if use_encoder and "encoder" in available(dom):
         encoder = load_pretrained("encoder", dom, map_location=map_location)
+    if isinstance(classifier, str):
+        classifier = load_pretrained(classifier, dom, map_location=map_location)
     return DefendedClassifier(
-        load_pretrained(classifier, dom, map_location=map_location),
+        classifier,
         load_pretrained("generator", dom, map_location=map_location),
         config,
         encoder=encoder,
@@ -78,7 +84,7 @@ def defended_pretrained(
 def defended_fashion_mnist(
     config: ProjectionConfig | None = None,
     *,
-    classifier: str = "classifier",
+    classifier: str | nn.Module = "classifier",
     use_encoder: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> DefendedClassifier:

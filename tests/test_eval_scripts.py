@@ -43,3 +43,23 @@ def test_demo_and_projection_quality_run_on_the_shipped_weights(capsys):
     assert "Fashion-MNIST test images: first 8" in out and "| defended | APGD-CE, exact gradient |" in out
     record = projection_quality.main(["--n", "16", "--batch-size", "8"])
     assert 0 < record["mse_per_pixel"] < 0.05
+
+
+def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_path: Path):
+    import torch
+
+    from eval.robustness import _load_defense
+    from manifold_defense.checkpoint import save_model
+    from manifold_defense.domains import get_domain
+    from manifold_defense.models import build
+
+    domain = get_domain("fashion_mnist")
+    torch.manual_seed(3)
+    mine = build("model_a", width=8)
+    save_model(mine, tmp_path / "mine")
+    defended = _load_defense("shipped", str(tmp_path / "mine"), "default", domain)
+    assert sum(p.numel() for p in defended.classifier.parameters()) == sum(p.numel() for p in mine.parameters())
+    for a, b in zip(defended.classifier.state_dict().values(), mine.state_dict().values()):
+        assert torch.equal(a, b)
+    shipped = _load_defense("shipped", "classifier", "default", domain)  # a shipped name still wins
+    assert sum(p.numel() for p in shipped.classifier.parameters()) != sum(p.numel() for p in mine.parameters())

@@ -118,7 +118,7 @@ def _fake_report(path: Path, n: int, bits: dict[str, str], seed: int = 0, per_ex
 
 
 def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path):
-    from eval.reference_table import Column, ReportError, reference_table
+    from eval.reference_table import Column, ReportError, reference_table, summary_table
 
     a = _fake_report(tmp_path / "a", 8, {"undefended | clean": "11110000", "undefended | worst case (per example)": "10100000"})
     b = _fake_report(tmp_path / "b", 4, {"defended | clean": "1101", "defended | BPDA-PGD": "0101",
@@ -139,6 +139,9 @@ def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path)
     other_seed = _fake_report(tmp_path / "s1", 8, {"defended | clean": "1" * 8}, seed=1)
     with pytest.raises(ReportError, match="seed"):
         reference_table([cols[0], Column("s1", other_seed, "defended")], first=4, eps=0.1)
+    summary = summary_table(cols, first=4, eps=0.1).splitlines()
+    assert summary[2].startswith("| A | 100% [51, 100] | **50% [15, 85]** | 0 |")
+    assert summary[3].startswith("| B | 75% [30, 95] | **50% [15, 85]** | 1 |")  # BPDA-PGD counts, clean does not
     with pytest.raises(ValueError, match="TITLE=REPORT_DIR:MODEL"):
         Column.parse("no-model-here")
     with pytest.raises(ValueError, match="undefended"):

@@ -91,6 +91,10 @@ def test_range_adapter_maps_tanh_output_into_the_domain(world):
     tanh_gan.output_range = (-1.0, 1.0)  # a [-1, 1] generator that says so, plugged in without the adapter
     with pytest.raises(ValueError, match="RangeAdapter"):
         DefendedClassifier(world["C"], tanh_gan, ProjectionConfig(restarts=2))
+    adapted = RangeAdapter(tanh_gan)  # from_range defaults to the declared output_range
+    assert adapted.from_range == (-1.0, 1.0) and adapted.output_range == (0.0, 1.0)
+    with pytest.raises(ValueError, match="output_range"):
+        RangeAdapter(tanh_gan, from_range=(0.0, 1.0))  # contradicts what the generator declares
 
 
 def test_whole_pipeline_on_the_other_domain(world, tmp_path: Path):
