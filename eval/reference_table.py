@@ -28,14 +28,25 @@ from typing import Any, Sequence
 from .stats import wilson_interval
 from .suite import ATTACKS, WORST
 
-__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "main"]
+__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISON_COLUMNS", "main"]
 
 
 DEFAULT_COLUMNS = (
     "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
-    "PGD-trained classifier, undefended=eval/reports/robustness_classifier_pgd:undefended",
+    "PGD-AT classifier (converged), undefended=eval/reports/robustness_pgd_at:undefended",
     "shipped classifier + projection (default)=eval/reports/robustness_classifier:defended",
-    "PGD-trained classifier + projection=eval/reports/robustness_classifier_pgd_projection:defended",
+    "PGD-AT classifier + projection=eval/reports/robustness_pgd_at_projection:defended",
+)
+
+# --summary: every baseline and defended configuration with a report on at least 100 images.
+COMPARISON_COLUMNS = (
+    "shipped classifier (standard training), undefended=eval/reports/robustness_classifier:undefended",
+    "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd:undefended",
+    "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
+    "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at:undefended",
+    "shipped classifier + projection (**the shipped default defense**)=eval/reports/robustness_classifier:defended",
+    "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
+    "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection:defended",
 )
 
 
@@ -192,7 +203,7 @@ def _cell(accuracy: float, n: int) -> str:
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--column", action="append", default=None,
-                        help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports)")
+                        help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with --summary)")
     parser.add_argument("--first", type=int, default=100, help="use the first N test images")
     parser.add_argument("--eps", type=float, default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
@@ -201,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--summary", action="store_true",
                         help="one row per column: clean, worst case and seconds per prediction")
     args = parser.parse_args(argv)
-    columns = [Column.parse(spec) for spec in (args.column or DEFAULT_COLUMNS)]
+    columns = [Column.parse(spec) for spec in (args.column or (COMPARISON_COLUMNS if args.summary else DEFAULT_COLUMNS))]
     records = [_load(c.report) for c in columns]
     eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
     build = _summary if args.summary else _table

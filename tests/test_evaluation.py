@@ -219,3 +219,18 @@ def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path)
     assert (second["cache"]["hits"], second["cache"]["misses"]) == (6, 0)  # its seconds spent no attack
     robustness.main([*common, "--eps", "0.05", "--out", str(tmp_path / "c")])
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2 * 3 * 2
+
+
+def test_the_shipped_reports_print_the_readme_tables(capsys):
+    """Every report the README's tables come from is in the repository, keeps per-example results and
+    covers the first 100 test images; the worst case never exceeds any attack row of its column."""
+    from eval import reference_table as rt
+
+    for argv in (["--first", "100"], ["--summary", "--first", "100"]):
+        text = rt.main(argv)
+        assert "worst case" in text
+    records = [rt._load(rt.Column.parse(c).report) for c in rt.COMPARISON_COLUMNS]
+    for column, cell in zip(rt.COMPARISON_COLUMNS, rt._cells([rt.Column.parse(c) for c in rt.COMPARISON_COLUMNS],
+                                                              records, first=100, eps=0.1)):
+        counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
+        assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column
