@@ -5,6 +5,8 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
     python -m eval.robustness --quick
     torchrun --nproc_per_node 2 -m eval.robustness --num-images 500   # sharded; identical totals
     python -m eval.robustness --defense my_bundle --domain my_data --data my_data.npz --device cuda
+    python -m eval.robustness --classifier runs/my_classifier --models defended   # your checkpoint behind
+                                                                                  # the shipped projection
 
 Writes ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
 worst-case accuracy, per-example results, checks), ``OUT/robustness.md`` and PNG figures
