@@ -63,3 +63,19 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
         assert torch.equal(a, b)
     shipped = _load_defense("shipped", "classifier", "default", domain)  # a shipped name still wins
     assert sum(p.numel() for p in shipped.classifier.parameters()) != sum(p.numel() for p in mine.parameters())
+
+
+def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(tmp_path: Path):
+    import pytest
+
+    from eval.robustness import _load_defense
+    from manifold_defense.checkpoint import save_model
+    from manifold_defense.domains import get_domain
+    from manifold_defense.models import build
+
+    import torch
+
+    save_model(build("model_a", in_channels=3, width=8), tmp_path / "rgb")
+    defended = _load_defense("shipped", str(tmp_path / "rgb"), "default", get_domain("fashion_mnist"))
+    with pytest.raises(ValueError, match="classifier and generator do not match"):  # the wrapper's own check
+        defended(torch.rand(2, 1, 28, 28))
