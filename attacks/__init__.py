@@ -6,7 +6,7 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
 * Off-manifold, libraries: :class:`TorchAttack` (FGSM, PGD, PGDL2, CW, APGD, AutoAttack, Square),
   :class:`FoolboxAttack` (LinfPGD, L2PGD, HopSkipJump, Boundary).
 * Off-manifold, parameter-free: :class:`APGD` (Croce & Hein 2020; CE, DLR or margin loss, EOT, every
-  iterate checked).
+  iterate checked) and :class:`APGDTargeted` (APGD-T, targeted DLR over the top classes).
 * Adaptive, as gradient surrogates for any attack above: :class:`ExactGradient` (the deployed
   projection's exact, checkpointed gradient: the default), :class:`BPDA` (identity, amortised G(E(x))
   or short-unroll approximations), :class:`EOT`, :class:`Unrolled`.
@@ -16,6 +16,7 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
 """
 
 from .apgd import APGD
+from .apgd_targeted import APGDTargeted
 from .base import AttackResult
 from .bpda import BPDA
 from .eot import EOT
@@ -30,6 +31,6 @@ from .trades import TradesPGD
 from .unrolled import Unrolled
 
 __all__ = [
-    "APGD", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
+    "APGD", "APGDTargeted", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
     "OnManifoldAttack", "OnManifoldResult", "TorchAttack", "TradesPGD", "Unrolled",
 ]

@@ -37,7 +37,7 @@ from manifold_defense.threat import clip_to_ball
 from .base import AttackResult, Model, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments
 
-__all__ = ["APGD", "apgd_checkpoints"]
+__all__ = ["APGD", "apgd_checkpoints", "keep_best"]
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -46,6 +46,16 @@ def apgd_checkpoints(steps: int) -> list[int]:
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     return sorted({min(steps, max(1, int(-(-q * steps // 1)))) for q in p[1:] if q <= 1})
+
+
+def keep_best(adv: torch.Tensor, broken: torch.Tensor, best_loss: torch.Tensor, todo: torch.Tensor,
+              found: torch.Tensor, hit: torch.Tensor, loss: torch.Tensor) -> None:
+    """Merge one run on the examples ``todo`` into the running result, in place: an example broken
+    by this run keeps its adversarial (loss +inf), an unbroken one keeps the higher-loss point."""
+    keep = hit | (loss > best_loss[todo])
+    adv[todo[keep]] = found[keep]
+    best_loss[todo[keep]] = torch.where(hit, torch.full_like(loss, float("inf")), loss)[keep]
+    broken[todo] |= hit
 
 
 class APGD:
@@ -80,6 +90,10 @@ class APGD:
         self.loss: Loss = loss
         self.rho, self.alpha, self.bounds, self.seed = rho, alpha, bounds, seed
 
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The per-example loss the iterates climb (subclasses change it, e.g. APGD-T's targeted DLR)."""
+        return attack_loss(logits, y, self.loss)
+
     def _grad(self, model: Model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """EOT-averaged loss gradient, per-example loss and the last draw's logits at x."""
         grad, total = torch.zeros_like(x), torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
@@ -87,7 +101,7 @@ class APGD:
             for _ in range(self.eot_samples):
                 x_in = x.detach().requires_grad_(True)
                 logits = model(x_in)
-                loss = attack_loss(logits, y, self.loss)
+                loss = self._loss(logits, y)
                 (g,) = torch.autograd.grad(loss.sum(), x_in)
                 grad, total = grad + g, total + loss.detach()
         return grad / self.eot_samples, total / self.eot_samples, logits.detach()
@@ -165,10 +179,6 @@ class APGD:
                 todo = (~broken).nonzero().squeeze(1)
                 if todo.numel() == 0:
                     break
-                found, hit, loss = self._run(model, x0[todo], y[todo], judge, gen)
-                keep = hit | (loss > best_loss[todo])
-                adv[todo[keep]] = found[keep]
-                best_loss[todo[keep]] = torch.where(hit, torch.full_like(loss, float("inf")), loss)[keep]
-                broken[todo] |= hit
+                keep_best(adv, broken, best_loss, todo, *self._run(model, x0[todo], y[todo], judge, gen))
         success = predict(judge or model, adv) != y
         return AttackResult(adv, success, distance(adv, x0, "linf"), "linf", self.eps)

@@ -42,7 +42,7 @@ def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats:
     try:
         torch.set_num_threads(threads)
         config, encoder = PROJECTIONS[projection]
-        d = defended_fashion_mnist(config.replace(seed=0), use_encoder=encoder).eval().to(device)
+        d = defended_fashion_mnist(config.replace(seed=0), defense="projection", use_encoder=encoder).eval().to(device)
         x, y = get_domain("fashion_mnist").load("test", limit=batch)
         x, y = x.to(device), y.to(device)
         with torch.no_grad():

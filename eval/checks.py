@@ -72,8 +72,15 @@ def whitebox_beats_gradient_free(rows: list[Row], model: str, *, tol: float = 0.
                  f"{100 * only_gf:.1f}% of examples broken only by the gradient-free attack (tolerance {100 * tol:.0f}%)")
 
 
-def breaks_undefended(rows: list[Row], *, tol: float = 0.1) -> Check:
-    """The white-box attacks must break the undefended classifier (meant for a standard, non-robust one)."""
+def breaks_undefended(rows: list[Row], *, tol: float = 0.1, robust_training: str | None = None) -> Check:
+    """The white-box attacks must break the undefended classifier, when it is a standard one.
+
+    ``robust_training`` names how the classifier was adversarially trained (from its checkpoint);
+    then the check does not apply (a robust classifier is meant to survive) and is skipped.
+    """
+    if robust_training:
+        return Check("attack breaks the undefended classifier", True,
+                     f"not applicable: the classifier was adversarially trained ({robust_training})", skipped=True)
     mine = [r for r in rows if r.model == "undefended" and (s := spec_of(r)) is not None and s.worst_case
             and s.iterative and not s.gradient_free]
     if not mine:

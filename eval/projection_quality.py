@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     domain = get_domain(args.domain)
     config = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range) if args.defense_gan else None
-    defended = defended_pretrained(domain, config, use_encoder=not args.defense_gan).eval().to(args.device)
+    defended = defended_pretrained(domain, config, defense="projection", use_encoder=not args.defense_gan).eval().to(args.device)
     x, y = domain.load("test", limit=args.n)
     x, y = x.to(args.device), y.to(args.device)
     rng = torch.Generator().manual_seed(args.seed)

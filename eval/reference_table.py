@@ -9,7 +9,7 @@ which it prints above the table.
 
     python -m eval.reference_table --first 100 --eps 0.1
     python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
-    python -m eval.reference_table --summary --first 200 --column ... # one row per configuration
+    python -m eval.reference_table --summary --first 200     # one row per configuration (also 100, 500)
 
 Example:
     >>> from eval.reference_table import Column
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,26 +29,45 @@ from typing import Any, Sequence
 from .stats import wilson_interval
 from .suite import ATTACKS, WORST
 
-__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISON_COLUMNS", "main"]
+__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISONS",
+           "COMPARISON_COLUMNS", "mcnemar_p", "main"]
 
 
 DEFAULT_COLUMNS = (
-    "shipped classifier, undefended=eval/reports/robustness_classifier:undefended",
-    "PGD-AT classifier (converged), undefended=eval/reports/robustness_pgd_at:undefended",
-    "shipped classifier + projection (default)=eval/reports/robustness_classifier:defended",
+    "standard classifier, undefended=eval/reports/robustness_classifier:undefended",
+    "PGD-AT (classifier_pgd_at), undefended=eval/reports/robustness_pgd_at_500:undefended",
+    "amortised_at (default defense)=eval/reports/robustness_amortised_at:defended",
+    "standard classifier + projection=eval/reports/robustness_classifier:defended",
     "PGD-AT classifier + projection=eval/reports/robustness_pgd_at_projection:defended",
 )
 
-# --summary: every baseline and defended configuration with a report on at least 100 images.
-COMPARISON_COLUMNS = (
-    "shipped classifier (standard training), undefended=eval/reports/robustness_classifier:undefended",
-    "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd:undefended",
-    "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
-    "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at:undefended",
-    "shipped classifier + projection (**the shipped default defense**)=eval/reports/robustness_classifier:defended",
-    "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
-    "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection:defended",
-)
+# --summary --first N: every baseline and defended configuration with a report on at least N images,
+# all on the same first N test images (a larger N is a narrower interval for fewer configurations).
+# The first entry is the baseline every other row is paired with (McNemar on the worst case).
+COMPARISONS: dict[int, tuple[str, ...]] = {
+    100: (
+        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+        "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
+        "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd:undefended",
+        "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
+        "standard classifier (classifier), undefended=eval/reports/robustness_classifier:undefended",
+        "**amortised_at: C(G(E(x))) trained as a whole (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+        "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
+        "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection:defended",
+        "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_classifier:defended",
+    ),
+    200: (
+        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+        "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
+        "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
+        "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+    ),
+    500: (
+        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+        "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+    ),
+}
+COMPARISON_COLUMNS = COMPARISONS[100]
 
 
 class ReportError(ValueError):
@@ -119,15 +139,43 @@ def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol
 def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
              protocol: str = "one-shot") -> str:
     cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
+    worst = [_bits(c, r, first=first, eps=eps, protocol=protocol, attack=WORST) for c, r in zip(columns, records)]
     lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
-             "| attacks in the worst case | seconds per prediction |", "|---|---|---|---|---|"]
-    for column, record, cell in zip(columns, records, cells):
+             "| attacks in the worst case | seconds per prediction | robust only here / only in the first row (McNemar p) |",
+             "|---|---|---|---|---|---|"]
+    for i, (column, record, cell) in enumerate(zip(columns, records, cells)):
         speed = record.get("seconds_per_prediction", {}).get(column.model)
         attacks = sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
+        paired = "–"
+        mine, reference = worst[i], worst[0]
+        if i > 0 and mine is not None and reference is not None:
+            here = sum(a == "1" and b == "0" for a, b in zip(mine, reference))
+            there = sum(a == "0" and b == "1" for a, b in zip(mine, reference))
+            paired = f"{here} / {there} (p = {mcnemar_p(here, there):.2g})"
         lines.append(f"| {column.title} | {_cell(cell['clean'], first) if 'clean' in cell else '–'} | "
                      f"**{_cell(cell[WORST], first) if WORST in cell else '–'}** | {attacks} | "
-                     f"{'–' if speed is None else f'{speed:.2g}'} |")
+                     f"{'–' if speed is None else f'{speed:.2g}'} | {paired} |")
     return "\n".join(lines)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for a paired comparison: b images robust only under one
+    configuration, c only under the other (a binomial test of b against b + c fair coin flips)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _bits(column: Column, record: dict[str, Any], *, first: int, eps: float, protocol: str, attack: str) -> str | None:
+    """The per-example string of one row (first images), or None if the report lacks it."""
+    for key, bits in record["per_example"].get(str(float(eps)), {}).items():
+        model, label, *rest = key.split(" | ")
+        if model == column.model and label == attack and (not rest or rest[0] == protocol):
+            return str(bits[:first])
+    return None
 
 
 def _counts(label: str) -> bool:
@@ -212,7 +260,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--summary", action="store_true",
                         help="one row per column: clean, worst case and seconds per prediction")
     args = parser.parse_args(argv)
-    columns = [Column.parse(spec) for spec in (args.column or (COMPARISON_COLUMNS if args.summary else DEFAULT_COLUMNS))]
+    if args.summary and not args.column and args.first not in COMPARISONS:
+        parser.error(f"--summary without --column compares the saved reports on the first {sorted(COMPARISONS)} images; "
+                     f"got --first {args.first}")
+    columns = [Column.parse(spec) for spec in (args.column or (COMPARISONS[args.first] if args.summary else DEFAULT_COLUMNS))]
     records = [_load(c.report) for c in columns]
     eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
     build = _summary if args.summary else _table

@@ -33,9 +33,9 @@ import torch.distributed as dist
 
 from attacks import APGD, BPDA, ExactGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig, load
-from manifold_defense.domains import Domain, resolve_domain
-from manifold_defense.checkpoint import load_model
-from manifold_defense.pretrained import available, defended_pretrained
+from manifold_defense.domains import Domain, resolve_domain, weights_path
+from manifold_defense.checkpoint import CheckpointError, load_model, read_config
+from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained
 
 from . import checks
 from .batch_cache import BatchCache, model_fingerprint
@@ -45,17 +45,23 @@ DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amor
                    "exact_apgd_dlr", "latent", "square", "on_manifold")
 
 
-def _load_defense(spec: str, classifier: str, projection: str, domain: Domain, channels_last: bool = False) -> DefendedClassifier:
-    """The shipped weights of ``domain`` (spec "shipped") or a bundle directory (any other spec).
+def _load_defense(spec: str, classifier: str | None, projection: str, domain: Domain, channels_last: bool = False) -> DefendedClassifier:
+    """``spec`` "shipped": ``classifier`` (default: the standard ``classifier``) behind the domain's
+    shipped iterative projection; a key of ``SHIPPED_DEFENSES`` (e.g. "amortised_at", the library's
+    default defense): that shipped configuration, its classifier replaced by ``classifier`` if given;
+    any other spec: a bundle directory.
 
     Raises:
         ValueError: the defense's images do not have the domain's shape.
     """
-    if spec == "shipped":
-        # A checkpoint path (stem of a .safetensors/.json pair) puts that classifier behind the shipped projection.
-        own = classifier not in available(domain) and Path(classifier).with_suffix(".json").is_file()
-        clf: str | torch.nn.Module = load_model(classifier).eval() if own else classifier
-        defended = defended_pretrained(domain, classifier=clf).eval()
+    if spec == "shipped" or spec in SHIPPED_DEFENSES:
+        # A checkpoint path (stem of a .safetensors/.json pair) replaces the configuration's classifier.
+        if spec == "shipped" and classifier is None:
+            classifier = "classifier"
+        own = (classifier is not None and classifier not in available(domain)
+               and Path(classifier).with_suffix(".json").is_file())
+        clf: str | torch.nn.Module | None = load_model(str(classifier)).eval() if own else classifier
+        defended = defended_pretrained(domain, defense="projection" if spec == "shipped" else spec, classifier=clf).eval()
     else:
         defended = load(spec)
     if tuple(defended.image_shape) != tuple(domain.image_shape):
@@ -68,6 +74,31 @@ def _load_defense(spec: str, classifier: str, projection: str, domain: Domain, c
         # changing it in place touches nothing a caller owns): ~25% faster projection on CPU.
         defended.generator.to(memory_format=torch.channels_last)
     return defended
+
+
+def _robust_training(classifier: str | None, domain: Domain) -> str | None:
+    """How a classifier checkpoint was adversarially trained, from the training config in its JSON
+    (None: standard training, or no config to read)."""
+    if classifier is None:
+        return None
+    stem = weights_path(domain, classifier) if classifier in available(domain) else Path(classifier)
+    try:
+        config = read_config(stem).get("metadata", {}).get("config", {})
+    except CheckpointError:
+        return None
+    terms = [f"{k} {config[k]:g}" for k in ("pgd_weight", "trades_beta", "defense_weight") if config.get(k, 0) > 0]
+    if config.get("train_encoder"):
+        terms.append("through the amortised defense")
+    return ", ".join(terms) or None
+
+
+def _classifier_name(spec: str, classifier: str | None) -> str | None:
+    """The classifier a report ran (None for a bundle: its own)."""
+    if classifier is not None:
+        return classifier
+    if spec == "shipped":
+        return "classifier"
+    return SHIPPED_DEFENSES[spec].classifier if spec in SHIPPED_DEFENSES else None
 
 
 def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[int]) -> list[Row]:
@@ -105,9 +136,12 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defense", default="shipped",
-                        help="'shipped' (the domain's shipped weights) or a bundle directory (manifold_defense.save_bundle)")
-    parser.add_argument("--classifier", default="classifier", help="with --defense shipped: a shipped classifier's name, or a checkpoint path "
-                             "(e.g. runs/pgd_at) to put that classifier behind the shipped projection")
+                        help="'shipped': --classifier behind the shipped iterative projection (the Defense-GAN pipeline); "
+                             f"a shipped configuration ({', '.join(sorted(SHIPPED_DEFENSES))}; the library's default is "
+                             f"{DEFAULT_DEFENSE}); or a bundle directory (manifold_defense.save_bundle)")
+    parser.add_argument("--classifier", default=None,
+                        help="a shipped classifier's name, or a checkpoint path (e.g. runs/pgd_at), put in place of the "
+                             "configuration's classifier (default: the standard 'classifier' for --defense shipped)")
     parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
                         help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
     parser.add_argument("--channels-last", action="store_true",
@@ -127,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                         help="comma list: undefended (the bare classifier), defended (the deployed defense)")
     parser.add_argument("--apgd-steps", type=int, default=SuiteConfig.apgd_steps)
     parser.add_argument("--apgd-restarts", type=int, default=SuiteConfig.apgd_restarts)
+    parser.add_argument("--apgd-t-steps", type=int, default=SuiteConfig.apgd_t_steps,
+                        help="APGD-T (attack exact_apgd_t) iterations per target class")
+    parser.add_argument("--apgd-targets", type=int, default=SuiteConfig.apgd_targets, help="APGD-T target classes")
+    parser.add_argument("--square-queries", type=int, default=SuiteConfig.square_queries,
+                        help="Square's query budget per image")
     parser.add_argument("--eot-samples", type=int, default=SuiteConfig.eot_samples,
                         help="gradient samples per step against a randomised defense")
     parser.add_argument("--draws", type=int, default=SuiteConfig.draws,
@@ -164,12 +203,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         args.large_eps = (domain.pixel_range[1] - domain.pixel_range[0]) / 2
     base = SuiteConfig(domain=domain, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size,
                        models=tuple(m for m in args.models.split(",") if m), apgd_steps=args.apgd_steps,
-                       apgd_restarts=args.apgd_restarts, eot_samples=args.eot_samples, draws=args.draws,
+                       apgd_restarts=args.apgd_restarts, apgd_t_steps=args.apgd_t_steps, apgd_targets=args.apgd_targets,
+                       square_queries=args.square_queries, eot_samples=args.eot_samples, draws=args.draws,
                        checkpoint_every=args.checkpoint_every)
     n, check_n = args.n, args.check_n
     if args.quick:
         n, check_n, eps_list = min(n, 32), min(check_n, 16), eps_list[len(eps_list) // 2:][:1]
-        base = dataclasses.replace(base, pgd_steps=5, apgd_steps=5, eot_steps=2, eot_samples=2, draws=min(3, base.draws),
+        base = dataclasses.replace(base, pgd_steps=5, apgd_steps=5, apgd_t_steps=3, eot_steps=2, eot_samples=2, draws=min(3, base.draws),
                                    latent_steps=10, square_queries=50, on_manifold_steps=10,
                                    batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
@@ -212,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         partial["checks_status"] = "running: this file is rewritten with the checks when they finish"
         _write(Path(args.out), partial, per_eps, [], defended, x[:8], y[:8], main_eps, figures=False)
         found = _run_checks(classifier, defended, x[:check_n], y[:check_n], base, main_eps, args.large_eps, per_eps[main_eps],
-                            cache, effort=not args.skip_effort_check)
+                            cache, effort=not args.skip_effort_check,
+                            robust_training=_robust_training(_classifier_name(args.defense, args.classifier), domain))
     seconds = time.monotonic() - start
     record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
     record["seconds_per_prediction"] = speed
@@ -245,7 +286,8 @@ def _seconds_per_prediction(classifier: torch.nn.Module, defended: DefendedClass
 
 def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
                 base: SuiteConfig, eps: float, large_eps: float, rows: list[Row],
-                cache: BatchCache | None = None, effort: bool = True) -> list[checks.Check]:
+                cache: BatchCache | None = None, effort: bool = True,
+                robust_training: str | None = None) -> list[checks.Check]:
     found = []
     model = "defended" if "defended" in base.models else "undefended"
     # 1. Accuracy falls to chance at a budget that can erase the image.
@@ -270,7 +312,7 @@ def _run_checks(classifier: torch.nn.Module, defended: DefendedClassifier, x: to
     for m in base.models:
         found.append(checks.whitebox_beats_gradient_free(rows, m))
         found.append(checks.families_agree(rows, m))
-    found.append(checks.breaks_undefended(rows))
+    found.append(checks.breaks_undefended(rows, robust_training=robust_training))
     # 5. Gradient health of what the attacks differentiate.
     if "defended" in base.models:
         found.append(checks.gradient_health("defended model as deployed", defended, x[:16], y[:16]))
@@ -291,7 +333,8 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
     return {
         "command": " ".join(["python -m eval.robustness", *args.argv]),
         "dataset": base.domain.name, "domain": base.domain.to_dict(), "n": n, "eps": eps_list, "seed": args.seed, "world_size": world,
-        "defense": {"spec": args.defense, "classifier": args.classifier, "projection": defended.config.to_dict(),
+        "defense": {"spec": args.defense, "classifier": _classifier_name(args.defense, args.classifier),
+                    "projection": defended.config.to_dict(),
                     "encoder": defended.encoder is not None},
         "suite": base.to_dict(),
         "results": {str(eps): [r.to_dict() for r in rows] for eps, rows in per_eps.items()},

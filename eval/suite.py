@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from attacks import APGD, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
+from attacks import APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
 from manifold_defense.domains import Domain, get_domain
@@ -61,6 +61,8 @@ class SuiteConfig:
     pgd_restarts: int = 1
     apgd_steps: int = 100  # APGD iterations (exact gradient and surrogates)
     apgd_restarts: int = 1
+    apgd_t_steps: int = 100  # APGD-T iterations per target class (AutoAttack: 100)
+    apgd_targets: int = 9  # APGD-T target classes (AutoAttack: 9)
     checkpoint_every: int = 10  # projection steps per recomputed segment of the exact gradient
     eot_samples: int = 4  # gradient samples per step against a randomised defense
     eot_steps: int = 10
@@ -74,7 +76,7 @@ class SuiteConfig:
     models: tuple[str, ...] = ("undefended", "defended")
     seed: int = 0
 
-    EFFORT = ("pgd_steps", "pgd_restarts", "apgd_steps", "eot_steps", "latent_steps", "square_queries",
+    EFFORT = ("pgd_steps", "pgd_restarts", "apgd_steps", "apgd_t_steps", "eot_steps", "latent_steps", "square_queries",
               "on_manifold_steps")
 
     def __post_init__(self) -> None:
@@ -259,6 +261,17 @@ def _exact_apgd(loss: str) -> Runner:
     return run
 
 
+def _exact_apgd_t(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+                  cfg: SuiteConfig) -> Adversarials:
+    targets = min(cfg.apgd_targets, cfg.domain.num_classes - 1)
+    eot = cfg.eot_samples if is_randomized(d) else 1
+    defended_attack = APGDTargeted(eps=cfg.eps, steps=cfg.apgd_t_steps, targets=targets, eot_samples=eot,
+                                   bounds=cfg.bounds, seed=cfg.seed)
+    plain = APGDTargeted(eps=cfg.eps, steps=cfg.apgd_t_steps, targets=targets, bounds=cfg.bounds, seed=cfg.seed)
+    surrogate = ExactGradient(d, checkpoint_every=cfg.checkpoint_every)
+    return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
+
+
 def _latent(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     return _on_both(cfg, None, lambda: LatentAttack(eps=cfg.eps, steps=cfg.latent_steps)(d, x, y).adversarial)
 
@@ -292,6 +305,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
     AttackSpec("exact_apgd_ce", "APGD-CE, exact gradient", _exact_apgd("ce"), _linf, "exact-gradient",
                iterative=True, adaptive=True),
     AttackSpec("exact_apgd_dlr", "APGD-DLR, exact gradient", _exact_apgd("dlr"), _linf, "exact-gradient",
+               iterative=True, adaptive=True),
+    AttackSpec("exact_apgd_t", "APGD-T (targeted DLR), exact gradient", _exact_apgd_t, _linf, "exact-gradient",
                iterative=True, adaptive=True),
     AttackSpec("latent", "latent reparam.", _latent, _linf, "latent", iterative=True, adaptive=True,
                needs_defense=True),

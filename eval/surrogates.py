@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     domain = get_domain(args.domain)
     args.eps = domain.budgets.linf_eps if args.eps is None else args.eps
-    defended = defended_pretrained(domain, classifier=args.classifier).eval().to(args.device)
+    defended = defended_pretrained(domain, defense="projection", classifier=args.classifier).eval().to(args.device)
     x, y = domain.load("test", limit=args.num_images)
     x, y = x.to(args.device), y.to(args.device)
     clean = predict(defended, x) == y

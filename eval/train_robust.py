@@ -24,9 +24,21 @@ thirds of its iterations, is its convergence check (README, "Baselines"):
         --eval-every 307 --val-size 1000 --threads 1 --out runs/pgd_at_7ep
     python -m eval.train_robust --init "" --clean-weight 1 --trades-beta 6 --manifold-weight 0 \\
         --projection-weight 0 --pgd-steps 10 --batch-size 128 --lr 1e-3 --lr-schedule cosine \\
-        --iterations 4600 --eval-every 460 --val-size 1000 --out runs/trades      # TRADES, beta 6
+        --iterations 4600 --eval-every 460 --val-size 1000 --threads 1 --max-minutes 150 \\
+        --out runs/trades_10ep       # TRADES, beta 6: copied to .../classifier_trades
     python -m eval.train_robust --defense-weight 1 --manifold-weight 0 --out runs/defense_at
-                                                  # adversarial training through C(G(E(x)))
+                                                  # the classifier trained on P(x_adv), x_adv against C(G(E(x)))
+
+The shipped default defense, ``amortised_at`` (classifier_amortised_at + encoder_amortised_at):
+C(G(E(x))) adversarially trained as a whole (E and C; G frozen) from the PGD-AT classifier and the
+shipped encoder, PGD-7 against the pipeline's exact gradient, with a reconstruction term:
+
+    python -m eval.train_robust --init manifold_defense/weights/fashion_mnist/classifier_pgd_at \\
+        --train-encoder true --clean-weight 0 --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \\
+        --reconstruction-weight 0.01 --batch-size 128 --lr 5e-4 --lr-schedule cosine --iterations 2300 \\
+        --eval-every 230 --val-size 1000 --threads 1 --max-minutes 100 --out runs/amortised_at
+                                  # then runs/amortised_at{,_encoder} copied to the weights as
+                                  # classifier_amortised_at and encoder_amortised_at
 
 Add ``--max-minutes M`` to stop and save within a budget, then the same command with ``--resume``
 to continue; ``torchrun --nproc_per_node N -m eval.train_robust ...`` splits each batch over N

@@ -55,8 +55,8 @@ class DefendedClassifier(nn.Module):
 
     Raises:
         ValueError: unknown ``gradient``, a generator without latent size, a generator whose
-            declared ``output_range`` reaches outside ``config.pixel_range``, or a generator whose output is not
-            (n, C, H, W).
+            declared ``output_range`` reaches outside ``config.pixel_range``, a generator whose output is not
+            (n, C, H, W), or ``config.steps == 0`` (the amortised projection G(E(x))) without an encoder.
     """
 
     def __init__(
@@ -95,6 +95,9 @@ class DefendedClassifier(nn.Module):
                 f"to_range={tuple(self.config.pixel_range)}) (manifold_defense.generator_contract)"
             )
         self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
+        if self.config.steps == 0 and (encoder is None or not self.config.use_encoder):
+            raise ValueError("a projection with steps=0 is the amortised projection G(E(x)) and needs an encoder "
+                             "(encoder=..., config.use_encoder=True); without one it would classify a random G(z)")
         if encoder is None and self.config.restarts == 1 and self.config.steps > 0:
             warnings.warn(
                 "projecting with one random restart and no encoder warm start is a weak defense; pass an encoder "

@@ -1,13 +1,20 @@
 """The checkpoints shipped with the package (trained by the scripts in ``manifold_defense.training``),
 found through their domain's ``weights_dir``.
 
+A domain's defended configurations are explicit :class:`ShippedDefense` entries of
+:data:`SHIPPED_DEFENSES` (which checkpoints, how many projection steps); :data:`DEFAULT_DEFENSE` is
+the one ``defended_pretrained`` returns unless told otherwise, chosen by the README's comparison
+table (the defended configuration with the highest honest worst case).
+
 Example:
     >>> from manifold_defense.pretrained import defended_pretrained
-    >>> model = defended_pretrained("fashion_mnist").eval()          # doctest: +SKIP
+    >>> model = defended_pretrained("fashion_mnist").eval()                           # doctest: +SKIP
+    >>> literature = defended_pretrained("fashion_mnist", defense="projection")       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,9 +25,44 @@ from .defended import DefendedClassifier
 from .domains import Domain, get_domain
 from .projection import ProjectionConfig
 
-__all__ = ["WEIGHTS_DIR", "available", "load_pretrained", "defended_pretrained", "defended_fashion_mnist"]
+__all__ = ["WEIGHTS_DIR", "ShippedDefense", "SHIPPED_DEFENSES", "DEFAULT_DEFENSE", "available", "load_pretrained",
+           "defended_pretrained", "defended_fashion_mnist"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ShippedDefense:
+    """A defended configuration made of a domain's shipped checkpoints.
+
+    Attributes:
+        name: the registry key.
+        classifier: the shipped classifier's checkpoint name.
+        encoder: the shipped encoder's checkpoint name (the projection's warm start).
+        projection_steps: gradient steps of the projection after the warm start; 0 means the
+            amortised projection G(E(x)) alone (fully differentiable, no optimisation at test time).
+        description: one line for reports and the README.
+    """
+
+    name: str
+    classifier: str
+    encoder: str
+    projection_steps: int
+    description: str
+
+
+SHIPPED_DEFENSES: dict[str, ShippedDefense] = {
+    "projection": ShippedDefense(
+        name="projection", classifier="classifier", encoder="encoder", projection_steps=ProjectionConfig.steps,
+        description="standard classifier behind the iterative projection (encoder warm start + 50 Adam steps), "
+                    "the Defense-GAN pipeline"),
+    "amortised_at": ShippedDefense(
+        name="amortised_at", classifier="classifier_amortised_at", encoder="encoder_amortised_at",
+        projection_steps=0,
+        description="C(G(E(x))): classifier and encoder adversarially trained together through the frozen "
+                    "generator against the pipeline's exact gradient (train_robust --train-encoder)"),
+}
+DEFAULT_DEFENSE = "amortised_at"
 
 
 def _dir(domain: str | Domain) -> Path | None:
@@ -52,29 +94,36 @@ def defended_pretrained(
     domain: str | Domain = "fashion_mnist",
     config: ProjectionConfig | None = None,
     *,
-    classifier: str | nn.Module = "classifier",
+    defense: str = DEFAULT_DEFENSE,
+    classifier: str | nn.Module | None = None,
     use_encoder: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> DefendedClassifier:
-    """A domain's shipped classifier behind its shipped generator (and encoder, if shipped), with the
+    """A shipped defended configuration of ``domain`` (see :data:`SHIPPED_DEFENSES`), with the
     domain's pixel range.
 
     Args:
-        classifier: a shipped classifier's name, or your own classifier module (put behind the
-            shipped generator and encoder as it is).
+        config: projection settings (default: the configuration's own number of steps).
+        defense: a key of :data:`SHIPPED_DEFENSES`; the default is :data:`DEFAULT_DEFENSE`.
+        classifier: replaces the configuration's classifier: a shipped classifier's name, or your own
+            classifier module (put behind the shipped generator and encoder as it is).
+        use_encoder: False drops the encoder warm start (random restarts only).
 
     Raises:
-        ValueError: unknown domain; CheckpointError: missing checkpoints.
+        ValueError: unknown domain or defense, or a configuration with no projection steps and no
+            encoder; CheckpointError: missing checkpoints.
     """
+    if defense not in SHIPPED_DEFENSES:
+        raise ValueError(f"unknown shipped defense {defense!r}; choose one of {sorted(SHIPPED_DEFENSES)}")
+    spec = SHIPPED_DEFENSES[defense]
     dom = get_domain(domain)
-    config = config or ProjectionConfig(pixel_range=dom.pixel_range)
-    encoder = None
-    if use_encoder and "encoder" in available(dom):
-        encoder = load_pretrained("encoder", dom, map_location=map_location)
-    if isinstance(classifier, str):
-        classifier = load_pretrained(classifier, dom, map_location=map_location)
+    config = config or ProjectionConfig(steps=spec.projection_steps, pixel_range=dom.pixel_range)
+    encoder = load_pretrained(spec.encoder, dom, map_location=map_location) if use_encoder else None
+    chosen = spec.classifier if classifier is None else classifier
+    if isinstance(chosen, str):
+        chosen = load_pretrained(chosen, dom, map_location=map_location)
     return DefendedClassifier(
-        classifier,
+        chosen,
         load_pretrained("generator", dom, map_location=map_location),
         config,
         encoder=encoder,
@@ -84,10 +133,11 @@ def defended_pretrained(
 def defended_fashion_mnist(
     config: ProjectionConfig | None = None,
     *,
-    classifier: str | nn.Module = "classifier",
+    defense: str = DEFAULT_DEFENSE,
+    classifier: str | nn.Module | None = None,
     use_encoder: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> DefendedClassifier:
     """``defended_pretrained("fashion_mnist", ...)``."""
-    return defended_pretrained("fashion_mnist", config, classifier=classifier, use_encoder=use_encoder,
-                               map_location=map_location)
+    return defended_pretrained("fashion_mnist", config, defense=defense, classifier=classifier,
+                               use_encoder=use_encoder, map_location=map_location)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attacks import (
-    APGD, BPDA, EOT, FGSM, L2PGD, FoolboxAttack, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack, Unrolled,
+    APGD, APGDTargeted, BPDA, EOT, FGSM, L2PGD, FoolboxAttack, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack, Unrolled,
 )
 from attacks.base import predict
 from manifold_defense import DefendedClassifier, ProjectionConfig
@@ -39,6 +39,7 @@ def image_attacks():
         LinfPGD(eps=EPS, steps=5, loss="dlr", seed=0),
         APGD(eps=EPS, steps=10, loss="dlr", seed=0),
         APGD(eps=EPS, steps=10, restarts=2, loss="ce", eot_samples=2, seed=0),
+        APGDTargeted(eps=EPS, steps=5, targets=3, seed=0),
         TorchAttack("PGD", eps=EPS, alpha=0.02, steps=10),
         TorchAttack("PGDL2", eps=1.0, alpha=0.2, steps=10),
         TorchAttack("FGSM", eps=EPS),
@@ -68,6 +69,23 @@ def test_pgd_breaks_the_undefended_classifier(trained_mlp, data):
     result = LinfPGD(eps=0.15, steps=20, seed=0)(trained_mlp, x, y)
     assert accuracy(trained_mlp, result.adversarial, y) < 0.1
     assert accuracy(trained_mlp, FGSM(eps=0.15)(trained_mlp, x, y).adversarial, y) < accuracy(trained_mlp, x, y)
+
+
+def test_apgd_t_breaks_the_undefended_classifier_and_pushes_toward_its_target(trained_mlp, data):
+    from attacks.apgd_targeted import targeted_dlr
+
+    x, y = data
+    result = APGDTargeted(eps=0.15, steps=20, targets=3, seed=0)(trained_mlp, x, y)
+    assert accuracy(trained_mlp, result.adversarial, y) < 0.1
+    again = APGDTargeted(eps=0.15, steps=20, targets=3, seed=0)(trained_mlp, x, y)
+    assert torch.equal(result.adversarial, again.adversarial)  # seeded
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0, -2.0]])
+    assert float(targeted_dlr(logits, torch.tensor([0]), torch.tensor([1]))) < 0  # the target is behind
+    assert float(targeted_dlr(logits, torch.tensor([1]), torch.tensor([0]))) > 0  # the target is ahead
+    with pytest.raises(ValueError, match="targets"):
+        APGDTargeted(eps=0.1, targets=0)
+    with pytest.raises(ValueError, match="classes"):
+        APGDTargeted(eps=0.1, targets=10)(trained_mlp, x, y)
 
 
 def test_bpda_beats_plain_pgd_through_the_defense(defended, data):

@@ -71,3 +71,13 @@ def test_one_restart_without_encoder_warns(tiny_classifier, tiny_generator):
 
     with pytest.warns(UserWarning, match="weak defense"):
         DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(restarts=1))
+
+
+def test_amortised_projection_needs_an_encoder(tiny_classifier, tiny_generator):
+    import pytest
+
+    with pytest.raises(ValueError, match="steps=0"):
+        DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(steps=0))
+    with pytest.raises(ValueError, match="steps=0"):
+        DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(steps=0, use_encoder=False),
+                           encoder=torch.nn.Flatten())

@@ -63,6 +63,11 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
         assert torch.equal(a, b)
     shipped = _load_defense("shipped", "classifier", "default", domain)  # a shipped name still wins
     assert sum(p.numel() for p in shipped.classifier.parameters()) != sum(p.numel() for p in mine.parameters())
+    assert _load_defense("shipped", None, "default", domain).config.steps > 0  # the iterative projection
+    named = _load_defense("amortised_at", None, "default", domain)  # a shipped configuration by name
+    assert named.config.steps == 0 and named.encoder is not None
+    replaced = _load_defense("amortised_at", str(tmp_path / "mine"), "default", domain)
+    assert sum(p.numel() for p in replaced.classifier.parameters()) == sum(p.numel() for p in mine.parameters())
 
 
 def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(tmp_path: Path):
@@ -79,3 +84,16 @@ def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(
     defended = _load_defense("shipped", str(tmp_path / "rgb"), "default", get_domain("fashion_mnist"))
     with pytest.raises(ValueError, match="classifier and generator do not match"):  # the wrapper's own check
         defended(torch.rand(2, 1, 28, 28))
+
+
+def test_the_break_the_undefended_check_is_skipped_for_adversarially_trained_classifiers():
+    from eval import checks
+    from eval.robustness import _robust_training
+    from manifold_defense.domains import get_domain
+
+    domain = get_domain("fashion_mnist")
+    assert _robust_training("classifier", domain) is None
+    assert "pgd_weight" in (_robust_training("classifier_pgd_at", domain) or "")
+    assert "amortised" in (_robust_training("classifier_amortised_at", domain) or "")
+    check = checks.breaks_undefended([], robust_training="pgd_weight 1")
+    assert check.skipped and check.line().startswith("SKIPPED")

@@ -223,14 +223,17 @@ def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path)
 
 def test_the_shipped_reports_print_the_readme_tables(capsys):
     """Every report the README's tables come from is in the repository, keeps per-example results and
-    covers the first 100 test images; the worst case never exceeds any attack row of its column."""
+    covers the images of its comparison; the worst case never exceeds any attack row of its column."""
     from eval import reference_table as rt
 
-    for argv in (["--first", "100"], ["--summary", "--first", "100"]):
-        text = rt.main(argv)
-        assert "worst case" in text
-    records = [rt._load(rt.Column.parse(c).report) for c in rt.COMPARISON_COLUMNS]
-    for column, cell in zip(rt.COMPARISON_COLUMNS, rt._cells([rt.Column.parse(c) for c in rt.COMPARISON_COLUMNS],
-                                                              records, first=100, eps=0.1)):
-        counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
-        assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column
+    assert rt.main(["--first", "100"]).count("worst case") >= 1
+    assert rt.mcnemar_p(6, 16) == rt.mcnemar_p(16, 6) and rt.mcnemar_p(5, 5) == 1.0 and rt.mcnemar_p(0, 0) == 1.0
+    assert rt.mcnemar_p(0, 10) < 0.01 < rt.mcnemar_p(3, 7)
+    for first, specs in rt.COMPARISONS.items():
+        text = rt.main(["--summary", "--first", str(first)])
+        assert f"first {first} test images" in text
+        columns = [rt.Column.parse(c) for c in specs]
+        records = [rt._load(c.report) for c in columns]
+        for column, cell in zip(specs, rt._cells(columns, records, first=first, eps=0.1)):
+            counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
+            assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column

@@ -72,6 +72,33 @@ def test_trades_defense_terms_curve_and_budget(parts, tmp_path: Path):
     assert read_config(stopped)["metadata"]["stopped_by_budget"]
 
 
+def test_train_encoder_trains_the_amortised_defense_and_ships_a_bundle(parts, tmp_path: Path):
+    """``--train-encoder``: E and C change, G does not; the bundle is the deployed defense C(G(E(x)))
+    (no projection steps) made of the saved parts; settings that do not fit are refused."""
+    from manifold_defense.export import load
+
+    out = tmp_path / "a"
+    train_robust.main(args(parts, out, "--train-encoder", "true", "--manifold-weight", "0", "--projection-weight", "0",
+                           "--reconstruction-weight", "0.1", "--trades-beta", "1"))
+    E0, E1 = load_model(parts["encoder"]), load_model(tmp_path / "a_encoder")
+    assert any(not torch.equal(a, b) for a, b in zip(E0.parameters(), E1.parameters()))
+    defense = load(tmp_path / "a_defense")
+    G0 = load_model(parts["generator"])
+    assert all(torch.equal(a, b) for a, b in zip(G0.parameters(), defense.generator.parameters()))
+    assert defense.config.steps == 0 and defense.config.use_encoder
+    x = torch.rand(5, 1, 28, 28)
+    C = load_model(out)
+    with torch.no_grad():
+        assert torch.allclose(defense(x), C(G0(E1(x))), atol=1e-5)
+    with pytest.raises(ValueError, match="manifold_weight"):
+        train_robust.main(args(parts, tmp_path / "b", "--train-encoder", "true"))
+    with pytest.raises(ValueError, match="reconstruction_weight"):
+        train_robust.main(args(parts, tmp_path / "b", "--reconstruction-weight", "1", "--manifold-weight", "0"))
+    with pytest.raises(ValueError, match="encoder"):
+        train_robust.main(args(parts, tmp_path / "b", "--train-encoder", "true", "--encoder", "", "--manifold-weight",
+                               "0", "--projection-weight", "0"))
+
+
 def test_lr_schedules_and_bad_settings(parts, tmp_path: Path):
     cfg = robust.RobustConfig(lr=1.0, iterations=100, lr_schedule="step")
     assert [robust.lr_at(cfg, i) for i in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])

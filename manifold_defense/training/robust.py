@@ -14,6 +14,14 @@ Each step's loss is a weighted sum of
                  C(G(E(x))) and P the training projection (encoder warm start + a few steps): the
                  classifier learns to be right on what the defense makes of an attacked input.
 
+``--train-encoder true`` trains the amortised defense itself: the model every loss term above
+sees is the pipeline C(G(E(x))) with G frozen and E and C trained jointly, so ``--pgd-weight`` and
+``--trades-beta`` become adversarial training against the exact gradient of the defense as it will
+be deployed (the projection ``ProjectionConfig(steps=0)``, G(E(x))). ``--reconstruction-weight w``
+adds w * mean ||G(E(x)) - x||^2, which keeps E a projection rather than any feature map. The run
+writes the classifier (``OUT``), the encoder (``OUT_encoder``) and a loadable defense bundle
+(``OUT_defense/``, see :func:`manifold_defense.export.load`).
+
 A learning-rate schedule (constant, cosine, or step x0.1 at 50% and 75%), a wall-clock budget
 (``--max-minutes``, then it saves and stops; ``--resume true`` continues) and a learning curve
 (``--eval-every``: clean and PGD accuracy on ``--val-size`` held-out training images, stored in the
@@ -24,7 +32,7 @@ The loop needs two attacks (PGD examples, on-manifold pairs); it receives them a
 it). The command-line script that builds them from ``attacks`` is ``eval.train_robust``:
 
     python -m eval.train_robust --out manifold_defense/weights/fashion_mnist/classifier_robust
-    python -m eval.train_robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \
+    python -m eval.train_robust --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \\
         --out manifold_defense/weights/fashion_mnist/classifier_pgd          # plain Madry PGD training
     torchrun --nproc_per_node 2 -m eval.train_robust --quick                 # data-parallel (DDP)
 
@@ -52,7 +60,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_model, save_model
-from ..domains import resolve_domain, weights_path
+from ..domains import Domain, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import resolve_device, seed_everything
@@ -85,6 +93,8 @@ class RobustConfig:
     pgd_steps: int = 7
     trades_beta: float = 0.0  # > 0: add TRADES' robust KL term (its inner maximisation uses pgd_steps)
     defense_weight: float = 0.0  # > 0: adversarial examples against C(G(E(x))), trained on C(P(x_adv))
+    train_encoder: bool = False  # train C(G(E(x))) jointly (E and C; G frozen): every loss sees the pipeline
+    reconstruction_weight: float = 0.0  # with train_encoder: + w * mean ||G(E(x)) - x||^2 (E stays a projection)
     lr_schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75% of the iterations)
     max_minutes: float = 0.0  # > 0: save and stop after this wall-clock budget (resume continues)
     eval_every: int = 0  # > 0: record clean / PGD accuracy on the held-out images every N iterations
@@ -142,7 +152,8 @@ def lr_at(config: RobustConfig, it: int) -> float:
 
 
 class _AmortisedPipeline(nn.Module):
-    """C(G(E(x))): the defense's fully differentiable amortised path (what the defense-AT examples attack)."""
+    """C(G(E(x))): the defense's fully differentiable amortised path (what the defense-AT examples
+    attack, and with ``train_encoder`` the model being trained). G always stays in eval mode."""
 
     def __init__(self, C: nn.Module, G: nn.Module, E: nn.Module) -> None:
         super().__init__()
@@ -150,6 +161,25 @@ class _AmortisedPipeline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.C(self.G(self.E(x)))
+
+    def train(self, mode: bool = True) -> "_AmortisedPipeline":
+        super().train(mode)
+        self.G.eval()
+        return self
+
+
+def _save_amortised_defense(out: Path, C: nn.Module, G: nn.Module, E: nn.Module, domain: Domain,
+                            metadata: dict[str, Any]) -> None:
+    """The jointly trained encoder (``OUT_encoder``) and the defense as deployed, C(G(E(x))) with no
+    projection steps, as a bundle (``OUT_defense/``) that ``manifold_defense.export.load`` reads."""
+    from ..defended import DefendedClassifier
+    from ..export import save_bundle
+
+    for p in E.parameters():
+        p.requires_grad_(False)
+    save_model(E, out.with_name(out.name + "_encoder"), metadata=metadata)
+    config = ProjectionConfig(restarts=1, steps=0, use_encoder=True, pixel_range=domain.pixel_range)
+    save_bundle(DefendedClassifier(C, G, config, encoder=E).eval(), out.with_name(out.name + "_defense"), domain=domain)
 
 
 def _out_of_time(start: float, minutes: float, world: int, device: torch.device) -> bool:
@@ -214,6 +244,13 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         raise ValueError("trades_beta > 0 needs Adversaries(trades=...); eval.train_robust builds it")
     if config.defense_weight > 0 and (adversaries.pgd is None or not config.encoder):
         raise ValueError("defense_weight > 0 needs Adversaries(pgd=...) and an encoder (the amortised path G(E(x)))")
+    if config.train_encoder and not config.encoder:
+        raise ValueError("train_encoder needs an encoder to start from (--encoder shipped or a checkpoint path)")
+    if config.reconstruction_weight > 0 and not config.train_encoder:
+        raise ValueError("reconstruction_weight > 0 needs train_encoder (it is a loss on the trained encoder)")
+    if config.train_encoder and (config.projection_weight > 0 or config.manifold_weight > 0 or config.defense_weight > 0):
+        raise ValueError("train_encoder trains the pipeline C(G(E(x))) with the clean, pgd, trades and reconstruction "
+                         "terms; set projection_weight, manifold_weight and defense_weight to 0")
     if config.lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}")
     if config.eval_every > 0 and config.val_size < 1:
@@ -236,7 +273,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    on_manifold = config.projection_weight > 0 or config.manifold_weight > 0 or config.defense_weight > 0
+    on_manifold = (config.projection_weight > 0 or config.manifold_weight > 0 or config.defense_weight > 0
+                   or config.train_encoder)
     G = load_model(checkpoint(config.generator, "generator"), map_location=device) if on_manifold else None
     E = load_model(checkpoint(config.encoder, "encoder"), map_location=device) if on_manifold and config.encoder else None
     for module in (G, E):
@@ -253,11 +291,16 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     C = (load_model(checkpoint(config.init, "classifier"), map_location=device) if config.init
          else build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes))
     C = C.to(device).train()
-    model: nn.Module = nn.parallel.DistributedDataParallel(C) if world > 1 else C
+    trained: nn.Module = C  # what the optimiser updates, the losses see and the state files hold
+    if config.train_encoder and G is not None and E is not None:
+        for p in E.parameters():
+            p.requires_grad_(True)
+        trained = _AmortisedPipeline(C, G, E).train()
+    model: nn.Module = nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    step0, curve = _load_state(out, C, opt) if config.resume and out.with_suffix(".state.json").is_file() else (0, [])
+    step0, curve = _load_state(out, trained, opt) if config.resume and out.with_suffix(".state.json").is_file() else (0, [])
     proj_cfg = ProjectionConfig(restarts=1, steps=config.projection_steps, optimizer="adam", lr=0.05,
                                 decay_at=(0.6,), lr_decay=0.3)
     start = time.monotonic()
@@ -275,7 +318,10 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         losses: dict[str, torch.Tensor] = {}
         if config.clean_weight > 0:
             losses["clean"] = config.clean_weight * F.cross_entropy(model(x), y)
-        if G is not None:
+        if config.reconstruction_weight > 0 and G is not None and E is not None:
+            recon = (G(E(x)) - x).flatten(1).pow(2).sum(1).mean()  # the trained E through the frozen G
+            losses["reconstruction"] = config.reconstruction_weight * recon
+        if G is not None and not config.train_encoder:
             z = project(G, x, proj_cfg, encoder=E, rng=gen).z
             if config.projection_weight > 0:
                 with torch.no_grad():
@@ -289,14 +335,14 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
                     x_adv = G(z_adv)
                 losses["manifold"] = config.manifold_weight * F.cross_entropy(model(x_adv), y)
         if config.pgd_weight > 0 and adversaries.pgd is not None:
-            C.eval()
-            x_pgd = adversaries.pgd(C, x, y, pgd_eps, config.pgd_steps, _seed(gen))
-            C.train()
+            trained.eval()
+            x_pgd = adversaries.pgd(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))
+            trained.train()
             losses["pgd"] = config.pgd_weight * F.cross_entropy(model(x_pgd), y)
         if config.trades_beta > 0 and adversaries.trades is not None:
-            C.eval()
-            x_tr = adversaries.trades(C, x, y, pgd_eps, config.pgd_steps, _seed(gen))
-            C.train()
+            trained.eval()
+            x_tr = adversaries.trades(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))
+            trained.train()
             kl = F.kl_div(F.log_softmax(model(x_tr), 1), F.softmax(model(x), 1), reduction="batchmean")
             losses["trades"] = config.trades_beta * kl
         if config.defense_weight > 0 and adversaries.pgd is not None and G is not None and E is not None:
@@ -313,23 +359,23 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         if rank == 0 and it % 10 == 0:
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
         if rank == 0 and config.eval_every > 0 and (it + 1) % config.eval_every == 0:
-            C.eval()
-            curve.append(_curve_point(C, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
-            C.train()
+            trained.eval()
+            curve.append(_curve_point(trained, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
+            trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
-            _save_state(out, C, opt, it + 1, config, curve)
+            _save_state(out, trained, opt, it + 1, config, curve)
     else:
         it = config.iterations
-    C.eval()
+    trained.eval()
     if rank == 0:
         from .classifier import accuracy
 
         x_test, y_test = domain.load("test", limit=2000)
-        test_acc = accuracy(C, x_test.to(device), y_test.to(device))
+        test_acc = accuracy(trained, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
-        _save_state(out, C, opt, it, config, curve)
-        save_model(C, out, metadata={
+        _save_state(out, trained, opt, it, config, curve)
+        metadata = {
             "trained_by": "manifold_defense.training.robust",
             "config": dataclasses.asdict(config),
             "iterations_done": it,
@@ -338,7 +384,10 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
             "train_seconds": round(time.monotonic() - start, 1),
-        })
+        }
+        save_model(C, out, metadata=metadata)
+        if config.train_encoder and G is not None and E is not None:
+            _save_amortised_defense(out, C, G, E, domain, metadata)
     if world > 1:
         dist.barrier()
     return C

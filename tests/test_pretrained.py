@@ -1,0 +1,45 @@
+"""The shipped defended configurations: every registry entry loads from the shipped checkpoints and
+is what it says it is."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from manifold_defense.checkpoint import CheckpointError
+from manifold_defense.domains import get_domain
+from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
+                                         load_pretrained)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_DEFENSES))
+def test_every_shipped_defense_loads_with_its_own_checkpoints(name: str):
+    spec = SHIPPED_DEFENSES[name]
+    assert spec.name == name and {spec.classifier, spec.encoder} <= set(available("fashion_mnist"))
+    d = defended_pretrained("fashion_mnist", defense=name).eval()
+    assert d.config.steps == spec.projection_steps and d.encoder is not None
+    assert d.config.pixel_range == get_domain("fashion_mnist").pixel_range
+    mine = load_pretrained(spec.classifier)
+    for a, b in zip(d.classifier.state_dict().values(), mine.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_default_is_registered_and_amortised_means_c_of_g_of_e():
+    assert DEFAULT_DEFENSE in SHIPPED_DEFENSES
+    d = defended_pretrained("fashion_mnist", defense="amortised_at").eval()
+    x, _ = get_domain("fashion_mnist").load("test", limit=6)
+    with torch.no_grad():
+        assert torch.allclose(d(x), d.classifier(d.generator(d.encoder(x))), atol=1e-5)
+
+
+def test_a_classifier_module_replaces_the_configurations_own():
+    own = load_pretrained("classifier_pgd_at")
+    d = defended_pretrained("fashion_mnist", defense="projection", classifier=own)
+    assert d.classifier is own
+
+
+def test_unknown_names_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="amortised_at"):
+        defended_pretrained("fashion_mnist", defense="nope")
+    with pytest.raises(CheckpointError, match="available"):
+        load_pretrained("nope")
