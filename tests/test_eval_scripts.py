@@ -97,3 +97,18 @@ def test_the_break_the_undefended_check_is_skipped_for_adversarially_trained_cla
     assert "amortised" in (_robust_training("classifier_amortised_at", domain) or "")
     check = checks.breaks_undefended([], robust_training="pgd_weight 1")
     assert check.skipped and check.line().startswith("SKIPPED")
+
+
+def test_autoattack_cross_check_runs_and_compares_with_a_report(tmp_path: Path):
+    """AutoAttack (torchattacks) breaks the standard classifier and its verdicts line up with the
+    saved report's worst case on the same images."""
+    from eval import autoattack_check
+
+    record = autoattack_check.main(["--defense", "shipped", "--model", "undefended", "--num-images", "4",
+                                    "--batch-size", "4", "--report", "eval/reports/robustness_classifier",
+                                    "--out", str(tmp_path)])
+    assert len(record["per_example"]) == 4 and record["accuracy"] == record["per_example"].count("1") / 4
+    assert record["accuracy"] <= 0.25  # a standard classifier at eps 0.1
+    r = record["report"]
+    assert r["minimum_of_both"] <= min(r["worst_case"], record["accuracy"])
+    assert (tmp_path / "autoattack.json").is_file()
