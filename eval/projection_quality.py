@@ -16,13 +16,15 @@ from tqdm import tqdm
 
 from manifold_defense import ProjectionConfig
 from manifold_defense.domains import get_domain
-from manifold_defense.pretrained import defended_pretrained
+from manifold_defense.pretrained import SHIPPED_DEFENSES, defended_pretrained
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--defense-gan", action="store_true", help="R=10, L=200 momentum (no encoder)")
+    parser.add_argument("--defense", default="projection", choices=sorted(SHIPPED_DEFENSES),
+                        help="which shipped configuration's encoder, classifier and projection steps")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     domain = get_domain(args.domain)
     config = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range) if args.defense_gan else None
-    defended = defended_pretrained(domain, config, defense="projection", use_encoder=not args.defense_gan).eval().to(args.device)
+    defended = defended_pretrained(domain, config, defense=args.defense, use_encoder=not args.defense_gan).eval().to(args.device)
     x, y = domain.load("test", limit=args.n)
     x, y = x.to(args.device), y.to(args.device)
     rng = torch.Generator().manual_seed(args.seed)
@@ -51,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "seconds": round(time.monotonic() - start, 1),
         "projection": defended.config.to_dict(),
         "encoder": defended.encoder is not None,
+        "defense": args.defense,
     }
     print(json.dumps(result, indent=2))
     return result
