@@ -52,15 +52,15 @@ def _load_defense(spec: str, classifier: str | None, projection: str, domain: Do
     any other spec: a bundle directory.
 
     Raises:
-        ValueError: the defense's images do not have the domain's shape.
+        ValueError: the defense's images do not have the domain's shape, or a classifier given with a bundle.
     """
-    if spec == "shipped" or spec in SHIPPED_DEFENSES:
+    if classifier is not None and spec != "shipped" and spec not in SHIPPED_DEFENSES:
+        raise ValueError(f"--classifier replaces a shipped configuration's classifier; the bundle {spec!r} brings its own")
+    name = _classifier_name(spec, classifier)
+    if name is not None:
         # A checkpoint path (stem of a .safetensors/.json pair) replaces the configuration's classifier.
-        if spec == "shipped" and classifier is None:
-            classifier = "classifier"
-        own = (classifier is not None and classifier not in available(domain)
-               and Path(classifier).with_suffix(".json").is_file())
-        clf: str | torch.nn.Module | None = load_model(str(classifier)).eval() if own else classifier
+        own = name not in available(domain) and Path(name).with_suffix(".json").is_file()
+        clf: str | torch.nn.Module = load_model(name).eval() if own else name
         defended = defended_pretrained(domain, defense="projection" if spec == "shipped" else spec, classifier=clf).eval()
     else:
         defended = load(spec)

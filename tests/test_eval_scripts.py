@@ -46,6 +46,7 @@ def test_demo_and_projection_quality_run_on_the_shipped_weights(capsys):
 
 
 def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_path: Path):
+    import pytest
     import torch
 
     from eval.robustness import _load_defense
@@ -66,6 +67,8 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
     assert _load_defense("shipped", None, "default", domain).config.steps > 0  # the iterative projection
     named = _load_defense("amortised_at", None, "default", domain)  # a shipped configuration by name
     assert named.config.steps == 0 and named.encoder is not None
+    with pytest.raises(ValueError, match="brings its own"):
+        _load_defense(str(tmp_path / "some_bundle"), "classifier", "default", domain)
     replaced = _load_defense("amortised_at", str(tmp_path / "mine"), "default", domain)
     assert sum(p.numel() for p in replaced.classifier.parameters()) == sum(p.numel() for p in mine.parameters())
 
