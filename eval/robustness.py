@@ -7,6 +7,8 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
     python -m eval.robustness --defense my_bundle --domain my_data --data my_data.npz --device cuda
     python -m eval.robustness --classifier runs/my_classifier --models defended   # your checkpoint behind
                                                                                   # the shipped projection
+    python -m eval.robustness ... --num-images 200 --extend OLD_REPORT            # OLD_REPORT ran the same
+                                                      # command on 100 images: attack only images 100-199
 
 Writes ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
 worst-case accuracy, per-example results, checks), ``OUT/robustness.md`` and PNG figures
@@ -175,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--check-n", type=int, default=100, help="images used by the sanity checks")
     parser.add_argument("--cache", default=None,
                         help="keep finished (attack, batch) verdicts in this directory; rerunning the same command resumes")
+    parser.add_argument("--extend", default=None,
+                        help="REPORT_DIR of this same command on the first k images (k a multiple of --batch-size): "
+                             "keep its per-example verdicts and attack only images k..n-1 (each batch keeps its seed)")
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--skip-effort-check", action="store_true",
                         help="run every check but the 2x-effort rerun (the costliest; reported as SKIPPED): for a "
@@ -219,7 +224,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     x, y = x.to(args.device), y.to(args.device)
     n_batches = (len(x) + base.batch_size - 1) // base.batch_size
     batch_sizes = [min(base.batch_size, len(x) - b * base.batch_size) for b in range(n_batches)]
-    mine = list(range(rank, n_batches, world))
+    previous = _previous_report(args.extend, args, base, eps_list, defended) if args.extend else None
+    done = previous["n"] // base.batch_size if previous else 0
+    if done >= n_batches:
+        raise ValueError(f"--extend {args.extend} already covers {previous['n'] if previous else 0} images; ask for more than that")
+    mine = [b for b in range(rank, n_batches, world) if b >= done]
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
     cache = None
@@ -233,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         cfg = dataclasses.replace(base, eps=eps)
         rows = _gather(run_suite(classifier, defended, x, y, cfg, batches=mine, progress=progress, cache=cache), mine,
                        world, batch_sizes)
+        if previous is not None and rank == 0:
+            rows = _prepend(rows, previous, eps)
         for model in ("undefended", "defended"):
             w = worst_case(rows, model)
             if w is not None:
@@ -257,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     seconds = time.monotonic() - start
     record = _record(args, defended, base, per_eps, found, seconds, world, n, eps_list)
     record["seconds_per_prediction"] = speed
+    if previous is not None:
+        # Images 0..k-1 come from the extended report (its command, code version and seconds);
+        # "seconds" above counts only the images attacked here.
+        record["extends"] = {"report": str(args.extend), "images": previous["n"], "command": previous["command"],
+                             "seconds": previous["seconds"], "versions": previous.get("versions")}
     if cache is not None:
         # Rows served from the cache took no time here: "seconds" counts recomputed batches only.
         record["cache"] = {"dir": str(args.cache), "hits": cache.hits, "misses": cache.misses,
@@ -354,6 +370,68 @@ def _record(args: argparse.Namespace, defended: DefendedClassifier, base: SuiteC
     }
 
 
+def _changed(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+    """The first setting that differs between an old record and this run (None: the same run). A
+    setting the old record lacks (added to the code after it was written) must be at its default."""
+    for key in sorted(set(old) | set(new)):
+        was = old[key] if key in old else defaults.get(key, "<absent>")
+        if was != new.get(key, "<absent>"):
+            return key
+    return None
+
+
+def _previous_report(path: str, args: argparse.Namespace, base: SuiteConfig, eps_list: list[float],
+                     defended: DefendedClassifier) -> dict[str, Any]:
+    """The report ``--extend`` continues, after checking that it ran this same evaluation.
+
+    Raises:
+        ValueError: no such report, no per-example results, a different setting (named), or a
+            number of images that is not a whole number of batches.
+    """
+    file = Path(path) / "robustness.json"
+    if not file.is_file():
+        raise ValueError(f"--extend {path}: no robustness.json there")
+    old: dict[str, Any] = json.loads(file.read_text())
+    if "per_example" not in old:
+        raise ValueError(f"--extend {path}: the report has no per-example results to keep")
+    mine = {"spec": args.defense, "classifier": _classifier_name(args.defense, args.classifier),
+            "projection": defended.config.to_dict(), "encoder": defended.encoder is not None}
+    pairs = {"dataset": (old.get("dataset"), base.domain.name, None), "eps": (old.get("eps"), eps_list, None),
+             "seed": (old.get("seed"), args.seed, None),
+             "suite": (old.get("suite", {}), base.to_dict(), SuiteConfig(domain=base.domain).to_dict()),
+             "defense": ({k: v for k, v in old.get("defense", {}).items() if k != "projection"},
+                         {k: v for k, v in mine.items() if k != "projection"}, {}),
+             "projection": (old.get("defense", {}).get("projection", {}), mine["projection"], ProjectionConfig().to_dict())}
+    for name, (was, now, defaults) in pairs.items():
+        key = _changed(was, now, defaults) if defaults is not None else (None if was == now else name)
+        if key is not None:
+            where = name if key == name else f"{name}.{key}"
+            raise ValueError(f"--extend {path}: its {where} differs from this run's "
+                             f"({(was.get(key) if isinstance(was, dict) else was)!r} against "
+                             f"{(now.get(key) if isinstance(now, dict) else now)!r})")
+    if old["n"] % base.batch_size:
+        raise ValueError(f"--extend {path}: its {old['n']} images are not whole batches of --batch-size {base.batch_size}")
+    return old
+
+
+def _prepend(rows: list[Row], previous: dict[str, Any], eps: float) -> list[Row]:
+    """Each row with the extended report's per-example verdicts for the first images in front."""
+    bits = previous["per_example"][str(eps)]
+    seconds = {(r["model"], r["attack"]): r.get("seconds", 0.0) for r in previous["results"][str(eps)]}
+
+    def before(row: Row, protocol: str, new: torch.Tensor) -> torch.Tensor:
+        key = _key(row, protocol)
+        if key not in bits:
+            raise ValueError(f"--extend: the extended report has no per-example results for {key!r}")
+        return torch.cat([torch.tensor([c == "1" for c in bits[key]], dtype=torch.bool), new.bool().cpu()])
+
+    return [dataclasses.replace(
+        r, correct=before(r, "one-shot", r.correct),
+        correct_all=None if r.correct_all is None else before(r, "worst-of-N", r.correct_all),
+        correct_vote=None if r.correct_vote is None else before(r, "majority of N", r.correct_vote),
+        seconds=r.seconds + seconds.get((r.model, r.attack), 0.0)) for r in rows]
+
+
 def _key(row: Row, protocol: str) -> str:
     """'model | attack' for one-shot results, 'model | attack | protocol' for the others."""
     return f"{row.model} | {row.attack}" + ("" if protocol == "one-shot" else f" | {protocol}")
@@ -367,6 +445,10 @@ def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], f
              f"n = {record['n']} {record['domain']['title']} test images (the first n), seed {record['seed']}; "
              f"{record['seconds']:.0f} s on {record['threads']} CPU threads x {record['world_size']} process(es). "
              "Brackets: 95% Wilson confidence intervals.", ""]
+    if "extends" in record:
+        ext = record["extends"]
+        lines[2:2] = [f"The first {ext['images']} images are those of `{ext['report']}` ({ext['seconds']:.0f} s more; its "
+                      f"command: `{ext['command']}`); the seconds above are the images attacked by this command.", ""]
     for eps_value, rows in per_eps.items():
         lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
     if found:

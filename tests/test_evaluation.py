@@ -221,6 +221,31 @@ def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2 * 3 * 2
 
 
+def test_extend_reproduces_the_full_run_and_refuses_another_evaluation(tiny_bundle, tmp_path: Path):
+    """--extend keeps a report's first images and attacks only the rest: the result is the one-go
+    run's, image by image; a report of a different evaluation is refused with the setting named."""
+    from eval import robustness
+
+    common = ["--defense", str(tiny_bundle), "--quick", "--no-checks", "--attacks", "clean,fgsm,bpda_pgd,exact_apgd_dlr",
+              "--batch-size", "4", "--eps", "0.1"]
+    full = robustness.main([*common, "--num-images", "12", "--out", str(tmp_path / "full")])
+    robustness.main([*common, "--num-images", "4", "--out", str(tmp_path / "first")])
+    extended = robustness.main([*common, "--num-images", "12", "--extend", str(tmp_path / "first"),
+                                "--out", str(tmp_path / "extended")])
+    assert full is not None and extended is not None
+    assert extended["per_example"] == full["per_example"]
+    assert [r["accuracy"] for r in extended["results"]["0.1"]] == [r["accuracy"] for r in full["results"]["0.1"]]
+    assert extended["extends"]["images"] == 4 and "--num-images 4" in extended["extends"]["command"]
+    with pytest.raises(ValueError, match="suite.attacks"):
+        robustness.main([*common, "--attacks", "clean,fgsm", "--num-images", "12", "--extend", str(tmp_path / "first"),
+                         "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="already covers"):
+        robustness.main([*common, "--num-images", "4", "--extend", str(tmp_path / "first"), "--out", str(tmp_path / "y")])
+    robustness.main([*common, "--num-images", "6", "--out", str(tmp_path / "ragged")])
+    with pytest.raises(ValueError, match="whole batches"):
+        robustness.main([*common, "--num-images", "12", "--extend", str(tmp_path / "ragged"), "--out", str(tmp_path / "z")])
+
+
 def test_the_shipped_reports_print_the_readme_tables(capsys):
     """Every report the README's tables come from is in the repository, keeps per-example results and
     covers the images of its comparison; the worst case never exceeds any attack row of its column."""
