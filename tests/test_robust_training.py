@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,7 +38,12 @@ def test_all_losses_train_save_and_resume(parts, tmp_path: Path):
     meta = read_config(tmp_path / "c")["metadata"]
     assert meta["config"]["pgd_weight"] == 1.0 and 0 <= meta["test_accuracy_first_2000"] <= 1
     first = load_model(tmp_path / "c")
+    state = tmp_path / "c.state.json"
+    saved = json.loads(state.read_text())
+    assert saved["train_seconds"] == pytest.approx(meta["train_seconds"], abs=1.0)
+    state.write_text(json.dumps({**saved, "train_seconds": 1000.0}))  # as if the first piece had run 1,000 s
     train_robust.main(args(parts, tmp_path / "c", "--resume", "true", "--iterations", "6"))
+    assert read_config(tmp_path / "c")["metadata"]["train_seconds"] >= 1000.0  # every piece counts
     resumed = load_model(tmp_path / "c")
     changed = any(not torch.equal(a, b) for a, b in zip(first.parameters(), resumed.parameters()))
     assert changed and read_config(tmp_path / "c")["metadata"]["config"]["iterations"] == 6

@@ -203,18 +203,20 @@ def _curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaries: Ad
 
 
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
-                curve: list[dict[str, float]] | None = None) -> None:
-    """Weights + Adam moments as safetensors, step and config as JSON (no pickle)."""
+                curve: list[dict[str, float]] | None = None, seconds: float = 0.0) -> None:
+    """Weights + Adam moments as safetensors; step, config, curve and training seconds so far as JSON (no pickle)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     save_file(tensors, str(path.with_suffix(".state.safetensors")))
     path.with_suffix(".state.json").write_text(json.dumps({"step": step, "config": dataclasses.asdict(config),
-                                                          "learning_curve": curve or []}, indent=2))
+                                                          "learning_curve": curve or [],
+                                                          "train_seconds": round(seconds, 1)}, indent=2))
 
 
-def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]], float]:
+    """Restore what :func:`_save_state` wrote; returns (step, learning curve, training seconds so far)."""
     tensors = load_file(str(path.with_suffix(".state.safetensors")))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state = opt.state_dict()
@@ -226,7 +228,7 @@ def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tup
     state["state"] = restored
     opt.load_state_dict(state)
     saved = json.loads(path.with_suffix(".state.json").read_text())
-    return int(saved["step"]), list(saved.get("learning_curve", []))
+    return int(saved["step"]), list(saved.get("learning_curve", [])), float(saved.get("train_seconds", 0.0))
 
 
 def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Module:
@@ -300,7 +302,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    step0, curve = _load_state(out, trained, opt) if config.resume and out.with_suffix(".state.json").is_file() else (0, [])
+    resumed = config.resume and out.with_suffix(".state.json").is_file()
+    step0, curve, seconds0 = _load_state(out, trained, opt) if resumed else (0, [], 0.0)
     proj_cfg = ProjectionConfig(restarts=1, steps=config.projection_steps, optimizer="adam", lr=0.05,
                                 decay_at=(0.6,), lr_decay=0.3)
     start = time.monotonic()
@@ -364,7 +367,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
-            _save_state(out, trained, opt, it + 1, config, curve)
+            _save_state(out, trained, opt, it + 1, config, curve, seconds0 + time.monotonic() - start)
     else:
         it = config.iterations
     trained.eval()
@@ -374,7 +377,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         x_test, y_test = domain.load("test", limit=2000)
         test_acc = accuracy(trained, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
-        _save_state(out, trained, opt, it, config, curve)
+        _save_state(out, trained, opt, it, config, curve, seconds0 + time.monotonic() - start)
         metadata = {
             "trained_by": "manifold_defense.training.robust",
             "config": dataclasses.asdict(config),
@@ -383,7 +386,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "learning_curve": curve,
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
-            "train_seconds": round(time.monotonic() - start, 1),
+            "train_seconds": round(seconds0 + time.monotonic() - start, 1),  # all pieces of a resumed run
         }
         save_model(C, out, metadata=metadata)
         if config.train_encoder and G is not None and E is not None:
