@@ -54,12 +54,12 @@ class TradesPGD:
         gen = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         x0 = x.detach()
         with torch.no_grad():
-            target = F.softmax(model(x0), dim=1)
+            target = F.log_softmax(model(x0), dim=1)  # log space: no 0 * log 0 for saturated predictions
         x_adv = clip_to_ball(x0 + 0.001 * torch.randn(x0.shape, generator=gen).to(x0), x0, self.eps, "linf", self.bounds)
         for _ in range(self.steps):
             x_in = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
-                kl = F.kl_div(F.log_softmax(model(x_in), dim=1), target, reduction="sum")
+                kl = F.kl_div(F.log_softmax(model(x_in), dim=1), target, reduction="sum", log_target=True)
                 (grad,) = torch.autograd.grad(kl, x_in)
             x_adv = clip_to_ball(x_adv + self.alpha * grad.sign(), x0, self.eps, "linf", self.bounds)
         return x_adv.detach()

@@ -134,3 +134,27 @@ def test_trades_inner_step_stays_in_the_ball_and_raises_the_kl(trained_mlp, fmni
         kl_noise = F.kl_div(F.log_softmax(trained_mlp((x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)), 1), p,
                             reduction="batchmean")
     assert float(kl) > 5 * float(kl_noise)
+
+
+def test_trades_kl_keeps_finite_gradients_when_a_prediction_saturates():
+    """A clean probability that underflows to 0 made the reference form F.kl_div(log_softmax,
+    softmax) backpropagate NaN (a TRADES run diverged that way at iteration ~1,330); the log-space
+    form stays finite and equals the KL elsewhere."""
+    import torch.nn.functional as F
+
+    clean = torch.tensor([[300.0, 0.0, -300.0], [1.0, 2.0, 3.0]], requires_grad=True)
+    adv = torch.tensor([[0.0, 1.0, 2.0], [3.0, 2.0, 1.0]], requires_grad=True)
+    robust.trades_kl(adv, clean).backward()
+    assert clean.grad is not None and adv.grad is not None
+    assert bool(torch.isfinite(clean.grad).all()) and bool(torch.isfinite(adv.grad).all())
+    plain = F.kl_div(F.log_softmax(adv[1:], 1), F.softmax(clean[1:], 1), reduction="batchmean")
+    assert float(robust.trades_kl(adv[1:], clean[1:]).detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
+
+
+def test_a_diverged_loss_stops_training_with_a_named_error(parts, tmp_path: Path):
+    nan_pgd = lambda C, x, y, eps, steps, seed: x * float("nan")  # noqa: E731
+    cfg = robust.RobustConfig(generator=parts["generator"], encoder=parts["encoder"], init="", architecture="mlp",
+                              out=str(tmp_path / "nan"), iterations=3, batch_size=8, train_limit=64, clean_weight=1,
+                              pgd_weight=1, manifold_weight=0, projection_weight=0, device="cpu")
+    with pytest.raises(FloatingPointError, match=r"iteration 0: loss terms \['pgd'\]"):
+        robust.train(cfg, robust.Adversaries(pgd=nan_pgd))

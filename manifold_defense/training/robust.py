@@ -202,6 +202,25 @@ def _curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaries: Ad
     return point
 
 
+def trades_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+    """TRADES' robust term KL(C(x) || C(x')) per example, from logits, computed in log space.
+
+    ``F.kl_div(log_softmax(adv), softmax(clean))`` (the reference code's form) has a NaN gradient
+    as soon as one clean probability underflows to 0 (0 * log 0 in the backward pass); with both
+    arguments as log-probabilities (``log_target=True``) the gradient stays finite.
+
+    Shape:
+        adv_logits, clean_logits: (N, K) -> scalar (mean over the batch).
+
+    Example:
+        >>> z = torch.tensor([[300.0, 0.0, -300.0]], requires_grad=True)
+        >>> trades_kl(torch.zeros(1, 3), z).backward()
+        >>> bool(torch.isfinite(z.grad).all())
+        True
+    """
+    return F.kl_div(F.log_softmax(adv_logits, 1), F.log_softmax(clean_logits, 1), reduction="batchmean", log_target=True)
+
+
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
                 curve: list[dict[str, float]] | None = None, seconds: float = 0.0) -> None:
     """Weights + Adam moments as safetensors; step, config, curve and training seconds so far as JSON (no pickle)."""
@@ -346,8 +365,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             trained.eval()
             x_tr = adversaries.trades(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))
             trained.train()
-            kl = F.kl_div(F.log_softmax(model(x_tr), 1), F.softmax(model(x), 1), reduction="batchmean")
-            losses["trades"] = config.trades_beta * kl
+            losses["trades"] = config.trades_beta * trades_kl(model(x_tr), model(x))
         if config.defense_weight > 0 and adversaries.pgd is not None and G is not None and E is not None:
             C.eval()
             x_def = adversaries.pgd(_AmortisedPipeline(C, G, E), x, y, pgd_eps, config.pgd_steps, _seed(gen))
@@ -356,6 +374,10 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
                 x_def_proj = G(project(G, x_def, proj_cfg, encoder=E, rng=gen).z)
             losses["defense"] = config.defense_weight * F.cross_entropy(model(x_def_proj), y)
         loss = torch.stack(list(losses.values())).sum()
+        if not torch.isfinite(loss):
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+            raise FloatingPointError(f"robust training diverged at iteration {it}: loss terms {bad} are not finite "
+                                     f"(lower --lr, or resume from the last saved state with --resume true)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
