@@ -34,40 +34,38 @@ __all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT
 
 
 DEFAULT_COLUMNS = (
-    "standard classifier, undefended=eval/reports/robustness_classifier:undefended",
+    "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "PGD-AT (classifier_pgd_at), undefended=eval/reports/robustness_pgd_at_500:undefended",
     "amortised_at (default defense)=eval/reports/robustness_amortised_at:defended",
-    "standard classifier + projection=eval/reports/robustness_classifier:defended",
-    "PGD-AT classifier + projection=eval/reports/robustness_pgd_at_projection:defended",
+    "standard classifier + projection=eval/reports/robustness_projection_200:defended",
+    "PGD-AT classifier + projection=eval/reports/robustness_pgd_at_projection_200:defended",
 )
 
 # --summary --first N: every baseline and defended configuration with a report on at least N images,
 # all on the same first N test images (a larger N is a narrower interval for fewer configurations).
 # The first entry is the baseline every other row is paired with (McNemar on the worst case).
+_ON_200 = (
+    "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+    "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
+    "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd_200:undefended",
+    "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
+    "TRADES beta 6, 6.7 epochs (convergence check), undefended=eval/reports/robustness_trades_7ep:undefended",
+    "TRADES beta 6, 10 + 5 epochs (convergence check), undefended=eval/reports/robustness_trades_15ep:undefended",
+    "standard classifier (classifier), undefended=eval/reports/robustness_projection_200:undefended",
+    "**amortised_at: C(G(E(x))) trained as a whole (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+    "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection_200:defended",
+    "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
+)
 COMPARISONS: dict[int, tuple[str, ...]] = {
-    100: (
-        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
-        "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
-        "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd:undefended",
-        "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
-        "standard classifier (classifier), undefended=eval/reports/robustness_classifier:undefended",
-        "**amortised_at: C(G(E(x))) trained as a whole (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
-        "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
-        "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection:defended",
-        "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_classifier:defended",
-    ),
-    200: (
-        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
-        "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
-        "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
-        "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
-    ),
+    100: _ON_200[:8] + ("classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
+                        "classifier_trades + projection=eval/reports/robustness_trades_projection:defended") + _ON_200[8:],
+    200: _ON_200,
     500: (
         "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
         "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
     ),
 }
-COMPARISON_COLUMNS = COMPARISONS[100]
+COMPARISON_COLUMNS = COMPARISONS[200]
 
 
 class ReportError(ValueError):
@@ -252,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with --summary)")
-    parser.add_argument("--first", type=int, default=100, help="use the first N test images")
+    parser.add_argument("--first", type=int, default=200, help="use the first N test images")
     parser.add_argument("--eps", type=float, default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
     parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],

@@ -447,8 +447,8 @@ def _write(out: Path, record: dict[str, Any], per_eps: dict[float, list[Row]], f
              "Brackets: 95% Wilson confidence intervals.", ""]
     if "extends" in record:
         ext = record["extends"]
-        lines[2:2] = [f"The first {ext['images']} images are those of `{ext['report']}` ({ext['seconds']:.0f} s more; its "
-                      f"command: `{ext['command']}`); the seconds above are the images attacked by this command.", ""]
+        lines[2:2] = [f"The first {ext['images']} images are those of `{ext['report']}` (its command: `{ext['command']}`; "
+                      f"{ext['seconds']:.0f} s by its record); the seconds below count only the images attacked by this command.", ""]
     for eps_value, rows in per_eps.items():
         lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
     if found:

@@ -26,6 +26,10 @@ thirds of its iterations, is its convergence check (README, "Baselines"):
         --projection-weight 0 --pgd-steps 10 --batch-size 128 --lr 1e-3 --lr-schedule cosine \\
         --iterations 4600 --eval-every 460 --val-size 1000 --threads 1 --max-minutes 150 \\
         --out runs/trades_10ep       # TRADES, beta 6: copied to .../classifier_trades
+    python -m eval.train_robust --init runs/trades_10ep --clean-weight 1 --trades-beta 6 \
+        --manifold-weight 0 --projection-weight 0 --pgd-steps 10 --batch-size 128 --lr 5e-4 \
+        --lr-schedule cosine --iterations 2300 --eval-every 460 --val-size 1000 --threads 1 \
+        --out runs/trades_15ep       # its convergence check: 50% more training (5 more epochs)
     python -m eval.train_robust --defense-weight 1 --manifold-weight 0 --out runs/defense_at
                                                   # the classifier trained on P(x_adv), x_adv against C(G(E(x)))
 
