@@ -228,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     done = previous["n"] // base.batch_size if previous else 0
     if done >= n_batches:
         raise ValueError(f"--extend {args.extend} already covers {previous['n'] if previous else 0} images; ask for more than that")
-    mine = [b for b in range(rank, n_batches, world) if b >= done]
+    if n_batches - done < world:
+        raise ValueError(f"{n_batches - done} batch(es) of --batch-size {base.batch_size} to attack but {world} processes: "
+                         "use fewer processes or a smaller --batch-size")
+    mine = list(range(done + rank, n_batches, world))  # each batch keeps its index, hence its seed
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
     cache = None
