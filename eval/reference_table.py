@@ -54,11 +54,11 @@ _ON_200 = (
     "standard classifier (classifier), undefended=eval/reports/robustness_projection_200:undefended",
     "**amortised_at: C(G(E(x))) trained as a whole (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
     "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection_200:defended",
+    "classifier_trades + projection=eval/reports/robustness_trades_projection_200:defended",
     "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
-    100: _ON_200[:8] + ("classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",
-                        "classifier_trades + projection=eval/reports/robustness_trades_projection:defended") + _ON_200[8:],
+    100: _ON_200[:8] + ("classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",) + _ON_200[8:],
     200: _ON_200,
     500: (
         "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
