@@ -9,7 +9,7 @@ which it prints above the table.
 
     python -m eval.reference_table --first 100 --eps 0.1
     python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
-    python -m eval.reference_table --summary --first 200     # one row per configuration (also 100, 500)
+    python -m eval.reference_table --summary --first 200     # one row per configuration (also 500)
 
 Example:
     >>> from eval.reference_table import Column
@@ -53,12 +53,16 @@ _ON_200 = (
     "TRADES beta 6, 10 + 5 epochs (convergence check), undefended=eval/reports/robustness_trades_15ep:undefended",
     "standard classifier (classifier), undefended=eval/reports/robustness_projection_200:undefended",
     "**amortised_at: C(G(E(x))) trained as a whole (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+    "amortised_at + 50% more training (convergence check)=eval/reports/robustness_amortised_at_more:defended",
     "classifier_pgd_at + projection=eval/reports/robustness_pgd_at_projection_200:defended",
     "classifier_trades + projection=eval/reports/robustness_trades_projection_200:defended",
+    "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection_200:defended",
+    "on-manifold-robust classifier (classifier_robust) + projection=eval/reports/robustness_classifier_robust_200:defended",
     "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
+    "standard classifier + Defense-GAN's own setting (10 restarts x 200 steps): 5-step APGD-CE only, a loose upper bound"
+    "=eval/reports/robustness_defense_gan_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
-    100: _ON_200[:8] + ("classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection:defended",) + _ON_200[8:],
     200: _ON_200,
     500: (
         "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",

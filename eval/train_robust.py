@@ -44,6 +44,15 @@ shipped encoder, PGD-7 against the pipeline's exact gradient, with a reconstruct
                                   # then runs/amortised_at{,_encoder} copied to the weights as
                                   # classifier_amortised_at and encoder_amortised_at
 
+Its convergence check (50% more training from the shipped classifier and encoder; the defense
+bundle ``runs/amortised_at_more_defense`` is what ``eval.robustness --defense`` evaluates):
+
+    python -m eval.train_robust --init manifold_defense/weights/fashion_mnist/classifier_amortised_at \\
+        --encoder manifold_defense/weights/fashion_mnist/encoder_amortised_at --train-encoder true \\
+        --clean-weight 0 --pgd-weight 1 --manifold-weight 0 --projection-weight 0 \\
+        --reconstruction-weight 0.01 --batch-size 128 --lr 2.5e-4 --lr-schedule cosine --iterations 1150 \\
+        --eval-every 230 --val-size 1000 --threads 1 --out runs/amortised_at_more
+
 Add ``--max-minutes M`` to stop and save within a budget, then the same command with ``--resume``
 to continue; ``torchrun --nproc_per_node N -m eval.train_robust ...`` splits each batch over N
 processes.
