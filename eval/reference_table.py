@@ -59,8 +59,8 @@ _ON_200 = (
     "classifier_pgd + projection=eval/reports/robustness_classifier_pgd_projection_200:defended",
     "on-manifold-robust classifier (classifier_robust) + projection=eval/reports/robustness_classifier_robust_200:defended",
     "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
-    "standard classifier + Defense-GAN's own setting (10 restarts x 200 steps): 5-step APGD-CE only, a loose upper bound"
-    "=eval/reports/robustness_defense_gan_200:defended",
+    "standard classifier + Defense-GAN's own setting (10 restarts x 200 steps, randomised): one attack, "
+    "5-step APGD-CE, an upper bound=eval/reports/robustness_defense_gan_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
