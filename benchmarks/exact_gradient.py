@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig
+from manifold_defense.cli import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_fashion_mnist
 
@@ -62,20 +63,33 @@ def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats:
         queue.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+def _segments(text: str) -> list[int | None]:
+    """--segments: a comma list of checkpoint_every values, each an integer >= 1 or 'none' (the full unroll)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or any(t != "none" and not (t.isdigit() and int(t) >= 1) for t in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma list of integers >= 1 or 'none'")
+    return [None if t == "none" else int(t) for t in items]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=integer(1), default=16)
+    parser.add_argument("--repeats", type=integer(1), default=2)
+    parser.add_argument("--threads", type=integer(1), default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--segments", default="none,10,50", help="checkpoint_every values; 'none' = full unroll")
+    parser.add_argument("--segments", type=_segments, default=[None, 10, 50], help="checkpoint_every values; 'none' = full unroll")
     parser.add_argument("--out", default=None, help="default benchmarks/results/exact_gradient_{device}.json")
     parser.add_argument("--quick", action="store_true", help="batch 2, one repeat, default projection only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     projections = list(PROJECTIONS)
     if args.quick:
         args.batch, args.repeats, projections = 2, 1, projections[:1]
-    segments = [None if s == "none" else int(s) for s in args.segments.split(",")]
+    segments = list(args.segments)
     ctx = mp.get_context("spawn")
     results = []
     for projection in projections:
@@ -99,4 +113,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,10 +22,11 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig, project
+from manifold_defense.cli import ToolParser, integer, run
 from manifold_defense.domains import get_domain
+from manifold_defense.pretrained import available, load_pretrained
 
 from .record import write_record
-from manifold_defense.pretrained import available, load_pretrained
 
 REFERENCE = ProjectionConfig.defense_gan()
 
@@ -64,16 +65,21 @@ def measure(G: torch.nn.Module, E: torch.nn.Module | None, x: torch.Tensor, conf
     }
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=256, help="test images reported")
-    parser.add_argument("--select-n", type=int, default=128, help="training images used to select the fast setting")
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=integer(1), default=256, help="test images reported")
+    parser.add_argument("--select-n", type=integer(1), default=128, help="training images used to select the fast setting")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--out", default="benchmarks/results/projection_cpu.json")
     parser.add_argument("--quick", action="store_true", help="16 images each, 2 candidates")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.n, args.select_n = 16, 16
     device = torch.device(args.device)
@@ -129,4 +135,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from attacks import ExactGradient, TorchAttack
 from attacks.base import predict
+from manifold_defense.cli import ToolParser, integer, real, run
 from manifold_defense.domains import resolve_domain
 
 from .robustness import _load_defense
@@ -35,23 +36,26 @@ from .suite import WORST
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defense", default="amortised_at", help="as in eval.robustness: 'shipped', a shipped "
                         "configuration's name, or a bundle directory")
     parser.add_argument("--classifier", default=None, help="as in eval.robustness")
     parser.add_argument("--model", default="defended", choices=["defended", "undefended"],
                         help="the deployed defense (through its exact gradient) or its classifier alone")
     parser.add_argument("--domain", default="fashion_mnist")
-    parser.add_argument("--num-images", type=int, default=200)
-    parser.add_argument("--eps", type=float, default=None, help="Linf budget (default: the domain's)")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-images", type=integer(1), default=200)
+    parser.add_argument("--eps", type=real(0.0, low_open=True), default=None, help="Linf budget (default: the domain's)")
+    parser.add_argument("--batch-size", type=integer(1), default=50)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--report", default=None, help="a robustness report directory to compare with")
     parser.add_argument("--out", default="results/autoattack")
-    args = parser.parse_args(argv)
-    if args.num_images < 1 or args.batch_size < 1:
-        raise ValueError("--num-images and --batch-size must be >= 1")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     domain = resolve_domain(args.domain)
     eps = args.eps if args.eps is not None else domain.budgets.linf_eps
     defended = _load_defense(args.defense, args.classifier, "default", domain)
@@ -99,4 +103,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,29 +18,35 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from manifold_defense.cli import ToolParser, integer, integers, names, real, run
 from manifold_defense.domains import get_domain
 from manifold_defense.inverse import RECOVERY_CONFIG, deep_image_prior, lasso_dct, lasso_wavelet, recover
 from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
 from manifold_defense.pretrained import load_pretrained
 
+
 METHODS = ("generator", "lasso_dct", "lasso_wavelet", "dip")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10, help="first N test images")
-    parser.add_argument("--m", default="10,25,50,100,200,400,750", help="numbers of measurements")
-    parser.add_argument("--noise", type=float, default=0.01, help="std of additive Gaussian noise per measurement")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--dip-steps", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=integer(1), default=10, help="first N test images")
+    parser.add_argument("--m", type=integers(1), default=[10, 25, 50, 100, 200, 400, 750], help="numbers of measurements")
+    parser.add_argument("--noise", type=real(0.0), default=0.01, help="std of additive Gaussian noise per measurement")
+    parser.add_argument("--methods", type=names(METHODS), default=METHODS, help=f"comma list of {list(METHODS)}")
+    parser.add_argument("--dip-steps", type=integer(1), default=500)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--out", default="eval/reports/compressed_sensing")
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
     parser.add_argument("--device", default="cpu", help="where the generator prior runs (cpu, cuda, ...)")
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    ms = [int(m) for m in args.m.split(",")]
-    methods = [m for m in args.methods.split(",") if m]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    ms, methods = list(args.m), list(args.methods)
     if args.quick:
         args.n, ms, args.dip_steps = 3, ms[:2], 20
     domain = get_domain(args.domain)
@@ -99,4 +105,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

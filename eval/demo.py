@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from manifold_defense.cli import ToolParser, integer, names, real, run
 from manifold_defense.domains import resolve_domain
 from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, defended_pretrained
 
@@ -28,24 +29,29 @@ from .suite import ATTACKS, SuiteConfig, format_table, run_suite, worst_case
 DEMO_ATTACKS = ("clean", "fgsm", "pgd", "bpda_pgd", "exact_apgd_ce", "exact_apgd_dlr", "on_manifold")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100, help="first N test images")
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=integer(1), default=100, help="first N test images")
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
     parser.add_argument("--defense", default=DEFAULT_DEFENSE, choices=sorted(SHIPPED_DEFENSES),
                         help="which shipped defended configuration")
-    parser.add_argument("--eps", type=float, default=None, help="Linf budget in pixel units (default: the domain's)")
-    parser.add_argument("--attacks", default=",".join(DEMO_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
-    parser.add_argument("--apgd-steps", type=int, default=SuiteConfig.apgd_steps, help="APGD iterations")
+    parser.add_argument("--eps", type=real(0.0, low_open=True), default=None, help="Linf budget in pixel units (default: the domain's)")
+    parser.add_argument("--attacks", type=names(ATTACKS), default=DEMO_ATTACKS, help=f"comma list of {sorted(ATTACKS)}")
+    parser.add_argument("--apgd-steps", type=integer(1), default=SuiteConfig.apgd_steps, help="APGD iterations")
     parser.add_argument("--data-dir", default=None, help="the domain's test images from elsewhere (IDX directory, .npz, ImageFolder)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     parser.add_argument("--quick", action="store_true", help="20 images, fewer attack steps")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(args.seed)
     domain = resolve_domain(args.domain, args.data_dir)
-    cfg = SuiteConfig(domain=domain, eps=args.eps, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed,
+    cfg = SuiteConfig(domain=domain, eps=args.eps, attacks=tuple(args.attacks), seed=args.seed,
                       apgd_steps=args.apgd_steps)
     n = args.n
     if args.quick:
@@ -75,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{time.monotonic() - start:.0f} s on {threads} CPU thread{'s' if threads > 1 else ''}. "
           "Brackets: 95% Wilson intervals. 'naive' PGD differentiates the defense with its gradient detached "
           "(zero): that row is the gradient-masking symptom, not robustness. The exact-gradient rows attack "
-          "the projection as deployed; trust the worst case, and see README for the full suite.")
+          "the projection as deployed; trust the worst case, and see docs/results.md for the full suite.")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

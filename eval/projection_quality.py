@@ -15,21 +15,28 @@ import torch
 from tqdm import tqdm
 
 from manifold_defense import ProjectionConfig
+from manifold_defense.cli import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import SHIPPED_DEFENSES, defended_pretrained
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
+
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=integer(1), default=1000)
     parser.add_argument("--defense-gan", action="store_true", help="R=10, L=200 momentum (no encoder)")
     parser.add_argument("--defense", default="projection", choices=sorted(SHIPPED_DEFENSES),
                         help="which shipped configuration's encoder, classifier and projection steps")
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=integer(1), default=250)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    args = build_parser().parse_args(argv)
     domain = get_domain(args.domain)
     config = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range) if args.defense_gan else None
     defended = defended_pretrained(domain, config, defense=args.defense, use_encoder=not args.defense_gan).eval().to(args.device)
@@ -60,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,6 +10,7 @@ which it prints above the table.
     python -m eval.reference_table --first 100 --eps 0.1
     python -m eval.reference_table --column "mine=results/robustness:defended" --first 100
     python -m eval.reference_table --summary --first 200     # one row per configuration (also 500)
+    python -m eval.reference_table --headline                # the README's table (--summary of HEADLINE)
 
 Example:
     >>> from eval.reference_table import Column
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from manifold_defense.cli import ToolParser, integer, real, run
+
 from .stats import wilson_interval
 from .suite import ATTACKS, WORST
 
-__all__ = ["Column", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISONS",
-           "COMPARISON_COLUMNS", "mcnemar_p", "main"]
+__all__ = ["Column", "Published", "PUBLISHED", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISONS",
+           "COMPARISON_COLUMNS", "HEADLINE", "mcnemar_p", "main"]
 
 
 DEFAULT_COLUMNS = (
@@ -70,6 +73,50 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]
+
+# --headline: the README's table (at most 8 rows), on the first 200 test images; the first row is the
+# baseline the others are paired with.
+HEADLINE = (
+    "**PGD-AT (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+    "**amortised_at: C(G(E(x))) adversarially trained, the shipped default defense**"
+    "=eval/reports/robustness_amortised_at:defended",
+    "TRADES beta 6 (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
+    "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
+    "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
+    "=eval/reports/robustness_projection_200:defended",
+    "PGD-AT classifier + projection=eval/reports/robustness_pgd_at_projection_200:defended",
+    "standard classifier + Defense-GAN's own setting (10 x 200, randomised): one 5-step attack, an upper bound"
+    "=eval/reports/robustness_defense_gan_200:defended",
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number copied from a paper (not measured here), printed below the measured rows of a summary
+    on the same evaluation set."""
+
+    title: str
+    clean: float
+    robust: float
+    kind: str  # "upper bound" (their attacks) or "certified" (a verified lower bound)
+    source: str
+
+    def row(self) -> str:
+        sign = "<=" if self.kind == "upper bound" else ">="
+        return (f"| {self.title} (published: {self.source}; not measured here) | {100 * self.clean:.1f}% | "
+                f"**{sign} {100 * self.robust:.1f}%** ({self.kind}) | – | – | – |")
+
+
+_CROCE = "Croce et al. 2019, Table 1, first 1000 test points"
+# --summary --first N prints these below the measured rows (same threat model, same first N images).
+PUBLISHED: dict[int, tuple[Published, ...]] = {
+    1000: (
+        Published("PGD adversarial training, LeNetSmall", 0.8846, 0.785, "upper bound", _CROCE + ", PGD-40 + MIP"),
+        Published("MMR + AT, LeNetSmall", 0.855, 0.693, "certified", _CROCE + ", MIP / Kolter-Wong bounds"),
+        Published("Kolter-Wong certified training, LeNetSmall", 0.7827, 0.676, "certified", _CROCE + ", verified"),
+        Published("plain training, LeNetSmall", 0.905, 0.04, "upper bound", _CROCE + ", PGD-40 + MIP"),
+    ),
+}
 
 
 class ReportError(ValueError):
@@ -250,26 +297,39 @@ def _cell(accuracy: float, n: int) -> str:
     return f"{100 * accuracy:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
-def main(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with --summary)")
-    parser.add_argument("--first", type=int, default=200, help="use the first N test images")
-    parser.add_argument("--eps", type=float, default=None,
+    parser.add_argument("--first", type=integer(1), default=200, help="use the first N test images")
+    parser.add_argument("--eps", type=real(0.0, low_open=True), default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
     parser.add_argument("--protocol", default="one-shot", choices=["one-shot", "worst-of-N", "majority of N"],
                         help="verdict for randomised defenses (deterministic ones have one-shot results only)")
     parser.add_argument("--summary", action="store_true",
                         help="one row per column: clean, worst case and seconds per prediction")
-    args = parser.parse_args(argv)
+    parser.add_argument("--headline", action="store_true",
+                        help="the README's headline table: --summary of the HEADLINE configurations")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    args = build_parser().parse_args(argv)
+    if args.headline:
+        if args.column:
+            build_parser().error("--headline prints the fixed HEADLINE configurations; drop --column")
+        args.summary, args.column = True, list(HEADLINE)
     if args.summary and not args.column and args.first not in COMPARISONS:
-        parser.error(f"--summary without --column compares the saved reports on the first {sorted(COMPARISONS)} images; "
+        build_parser().error(f"--summary without --column compares the saved reports on the first {sorted(COMPARISONS)} images; "
                      f"got --first {args.first}")
     columns = [Column.parse(spec) for spec in (args.column or (COMPARISONS[args.first] if args.summary else DEFAULT_COLUMNS))]
     records = [_load(c.report) for c in columns]
     eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
     build = _summary if args.summary else _table
     table = build(columns, records, first=args.first, eps=eps, protocol=args.protocol)
+    if args.summary and not args.headline and args.first in PUBLISHED:
+        table += "\n" + "\n".join(p.row() for p in PUBLISHED[args.first])
     commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)
@@ -277,4 +337,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -37,6 +37,7 @@ from attacks import APGD, BPDA, ExactGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig, load
 from manifold_defense.domains import Domain, resolve_domain, weights_path
 from manifold_defense.checkpoint import CheckpointError, load_model, read_config
+from manifold_defense.cli import ToolParser, integer, names, real, reals, run
 from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained
 
 from . import checks
@@ -135,8 +136,9 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
     return merged
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m eval.robustness`` (every numeric flag range-checked)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defense", default="shipped",
                         help="'shipped': --classifier behind the shipped iterative projection (the Defense-GAN pipeline); "
                              f"a shipped configuration ({', '.join(sorted(SHIPPED_DEFENSES))}; the library's default is "
@@ -152,29 +154,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                         help="a registered domain (manifold_defense.domains), or the name for the data given by --data")
     parser.add_argument("--data", "--data-dir", dest="data", default=None,
                         help="test images: an IDX directory, an .npz (x, y) or an ImageFolder tree (default: the domain's)")
-    parser.add_argument("--num-images", "--n", dest="n", type=int, default=500,
+    parser.add_argument("--num-images", "--n", dest="n", type=integer(1), default=500,
                         help="first N test images (use --num-images under torchrun: it takes --n as its own)")
-    parser.add_argument("--eps", default=None,
+    parser.add_argument("--eps", type=reals(0.0, low_open=True), default=None,
                         help="comma-separated Linf budgets (default: half, one and two times the domain's)")
-    parser.add_argument("--large-eps", type=float, default=None,
+    parser.add_argument("--large-eps", type=real(0.0, low_open=True), default=None,
                         help="budget for the falls-to-chance check (default: half the pixel range)")
-    parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help=f"comma list of {sorted(ATTACKS)}")
-    parser.add_argument("--models", default="undefended,defended",
+    parser.add_argument("--attacks", type=names(ATTACKS), default=DEFAULT_ATTACKS, help=f"comma list of {sorted(ATTACKS)}")
+    parser.add_argument("--models", type=names(("undefended", "defended")), default=("undefended", "defended"),
                         help="comma list: undefended (the bare classifier), defended (the deployed defense)")
-    parser.add_argument("--apgd-steps", type=int, default=SuiteConfig.apgd_steps)
-    parser.add_argument("--apgd-restarts", type=int, default=SuiteConfig.apgd_restarts)
-    parser.add_argument("--apgd-t-steps", type=int, default=SuiteConfig.apgd_t_steps,
+    parser.add_argument("--apgd-steps", type=integer(1), default=SuiteConfig.apgd_steps)
+    parser.add_argument("--apgd-restarts", type=integer(1), default=SuiteConfig.apgd_restarts)
+    parser.add_argument("--apgd-t-steps", type=integer(1), default=SuiteConfig.apgd_t_steps,
                         help="APGD-T (attack exact_apgd_t) iterations per target class")
-    parser.add_argument("--apgd-targets", type=int, default=SuiteConfig.apgd_targets, help="APGD-T target classes")
-    parser.add_argument("--square-queries", type=int, default=SuiteConfig.square_queries,
+    parser.add_argument("--apgd-targets", type=integer(1), default=SuiteConfig.apgd_targets, help="APGD-T target classes")
+    parser.add_argument("--square-queries", type=integer(1), default=SuiteConfig.square_queries,
                         help="Square's query budget per image")
-    parser.add_argument("--eot-samples", type=int, default=SuiteConfig.eot_samples,
+    parser.add_argument("--eot-samples", type=integer(1), default=SuiteConfig.eot_samples,
                         help="gradient samples per step against a randomised defense")
-    parser.add_argument("--draws", type=int, default=SuiteConfig.draws,
+    parser.add_argument("--draws", type=integer(1), default=SuiteConfig.draws,
                         help="N runs of a randomised defense for the worst-of-N and majority-vote verdicts")
-    parser.add_argument("--checkpoint-every", type=int, default=SuiteConfig.checkpoint_every,
+    parser.add_argument("--checkpoint-every", type=integer(1), default=SuiteConfig.checkpoint_every,
                         help="projection steps per recomputed segment of the exact gradient")
-    parser.add_argument("--check-n", type=int, default=100, help="images used by the sanity checks")
+    parser.add_argument("--check-n", type=integer(1), default=100, help="images used by the sanity checks")
     parser.add_argument("--cache", default=None,
                         help="keep finished (attack, batch) verdicts in this directory; rerunning the same command resumes")
     parser.add_argument("--extend", default=None,
@@ -184,12 +186,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--skip-effort-check", action="store_true",
                         help="run every check but the 2x-effort rerun (the costliest; reported as SKIPPED): for a "
                              "report whose convergence is shown by a separate run at more steps")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=integer(1), default=50)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--out", default="results/robustness")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     parser.add_argument("--quick", action="store_true", help="32 images, one eps, few steps")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Run the report (see the module docstring); returns the record on rank 0."""
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -203,11 +210,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
     domain = resolve_domain(args.domain, args.data)
     budget = domain.budgets.linf_eps
-    eps_list = [float(e) for e in args.eps.split(",") if e] if args.eps else [budget / 2, budget, 2 * budget]
+    eps_list = list(args.eps) if args.eps else [budget / 2, budget, 2 * budget]
     if args.large_eps is None:
         args.large_eps = (domain.pixel_range[1] - domain.pixel_range[0]) / 2
-    base = SuiteConfig(domain=domain, attacks=tuple(a for a in args.attacks.split(",") if a), seed=args.seed, batch_size=args.batch_size,
-                       models=tuple(m for m in args.models.split(",") if m), apgd_steps=args.apgd_steps,
+    base = SuiteConfig(domain=domain, attacks=tuple(args.attacks), seed=args.seed, batch_size=args.batch_size,
+                       models=tuple(args.models), apgd_steps=args.apgd_steps,
                        apgd_restarts=args.apgd_restarts, apgd_t_steps=args.apgd_t_steps, apgd_targets=args.apgd_targets,
                        square_queries=args.square_queries, eot_samples=args.eot_samples, draws=args.draws,
                        checkpoint_every=args.checkpoint_every)
@@ -510,4 +517,4 @@ def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClass
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

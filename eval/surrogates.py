@@ -26,6 +26,7 @@ from tqdm import tqdm
 from attacks import APGD, BPDA, ExactGradient
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
+from manifold_defense.cli import ToolParser, integer, real, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_pretrained
 
@@ -51,19 +52,24 @@ SURROGATES = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default="classifier", help="shipped classifier behind the default projection")
-    parser.add_argument("--num-images", type=int, default=100)
+    parser.add_argument("--num-images", type=integer(1), default=100)
     parser.add_argument("--domain", default="fashion_mnist", help="a registered domain with shipped weights")
-    parser.add_argument("--eps", type=float, default=None, help="Linf budget (default: the domain's)")
-    parser.add_argument("--steps", type=int, default=100, help="APGD iterations")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eps", type=real(0.0, low_open=True), default=None, help="Linf budget (default: the domain's)")
+    parser.add_argument("--steps", type=integer(1), default=100, help="APGD iterations")
+    parser.add_argument("--batch-size", type=integer(1), default=50)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (models and images move there)")
     parser.add_argument("--out", default="results/surrogates")
     parser.add_argument("--quick", action="store_true", help="8 images, 5 steps")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.num_images, args.steps, args.batch_size = 8, 5, 8
@@ -107,4 +113,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

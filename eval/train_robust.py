@@ -60,6 +60,7 @@ processes.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from typing import Sequence
@@ -70,19 +71,19 @@ from torch import nn
 
 from attacks import LinfPGD, OnManifoldAttack, TradesPGD
 from manifold_defense.domains import resolve_domain
-from manifold_defense.training.cli import parse_config
+from manifold_defense.training.cli import config_parser, parse_config
 from manifold_defense.training.robust import Adversaries, RobustConfig, train
 
 __all__ = ["adversaries", "main"]
 
 
 def adversaries(config: RobustConfig) -> Adversaries:
-    """Madry PGD examples (step 2.5 eps / steps), standard on-manifold pairs and TRADES' KL-maximising
+    """Madry PGD examples (step ``pgd_step_factor`` * eps / steps, random start), on-manifold pairs and TRADES KL-maximising
     examples, within the domain's pixel range."""
     bounds = resolve_domain(config.domain, config.data_dir).pixel_range
 
     def pgd(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
-        return LinfPGD(eps=eps, steps=steps, rel_stepsize=2.5 / steps, bounds=bounds, seed=seed)(C, x, y).adversarial
+        return LinfPGD(eps=eps, steps=steps, rel_stepsize=config.pgd_step_factor / steps, bounds=bounds, seed=seed)(C, x, y).adversarial
 
     def on_manifold(C: nn.Module, G: nn.Module, z: torch.Tensor, eta: float, steps: int, seed: int) -> torch.Tensor:
         return OnManifoldAttack(eta=eta, steps=steps, variant="standard", seed=seed)(C, G, z).z_prime
@@ -91,6 +92,11 @@ def adversaries(config: RobustConfig) -> Adversaries:
         return TradesPGD(eps=eps, steps=steps, bounds=bounds, seed=seed)(C, x)
 
     return Adversaries(pgd=pgd, on_manifold=on_manifold, trades=trades)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line: one flag per field of :class:`RobustConfig` (range-checked)."""
+    return config_parser(RobustConfig)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -104,4 +110,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from manifold_defense.cli import run
+
+    run(main)

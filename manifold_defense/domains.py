@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -119,13 +121,21 @@ class NpzSource:
         _check_split(split, limit)
         if not self.path.is_file():
             raise DataFileError(f"npz file not found: {self.path}")
-        with np.load(self.path, allow_pickle=False) as data:
-            keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in data else ("x", "y")
-            missing = [k for k in keys if k not in data]
-            if missing:
-                raise DataFileError(f"{self.path} has no arrays {missing}; it holds {sorted(data.files)} "
-                                    "(expected x and y, or x_train/y_train/x_test/y_test)")
-            images, labels = data[keys[0]], data[keys[1]]
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in data else ("x", "y")
+                missing = [k for k in keys if k not in data]
+                if missing:
+                    raise DataFileError(f"{self.path} has no arrays {missing}; it holds {sorted(data.files)} "
+                                        "(expected x and y, or x_train/y_train/x_test/y_test)")
+                images, labels = data[keys[0]], data[keys[1]]
+        except DataFileError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+            # A truncated or corrupt archive fails inside numpy or zipfile with a message that does
+            # not name the file.
+            raise DataFileError(f"{self.path} is not a readable .npz file ({type(exc).__name__}: {exc}); "
+                                "it is truncated or corrupt: write or copy it again") from exc
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):

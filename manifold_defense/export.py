@@ -252,8 +252,11 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Defen
     ).eval()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m manifold_defense.export``."""
+    from .cli import ToolParser, integer
+
+    parser = ToolParser(
         prog="python -m manifold_defense.export",
         description="Export a domain's shipped defended classifier (or a bundle) as TorchScript and/or a bundle.",
     )
@@ -262,9 +265,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--torchscript", default=None, help="TorchScript file to write (default defended_DOMAIN.pt; '' to skip)")
     parser.add_argument("--bundle", default="", help="also write a bundle directory here")
     parser.add_argument("--onnx", default="", help="also write the encoder-only path C(G(E(x))) as ONNX here")
-    parser.add_argument("--restarts", type=int, default=None, help="override the projection's restarts")
-    parser.add_argument("--steps", type=int, default=None, help="override the projection's steps")
-    args = parser.parse_args(argv)
+    parser.add_argument("--restarts", type=integer(1), default=None, help="override the projection's restarts")
+    parser.add_argument("--steps", type=integer(0), default=None, help="override the projection's steps")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.from_bundle:
         defended = load(args.from_bundle)
     else:
@@ -288,4 +295,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import run
+
+    run(main)

@@ -158,3 +158,37 @@ def test_a_diverged_loss_stops_training_with_a_named_error(parts, tmp_path: Path
                               pgd_weight=1, manifold_weight=0, projection_weight=0, device="cpu")
     with pytest.raises(FloatingPointError, match=r"iteration 0: loss terms \['pgd'\]"):
         robust.train(cfg, robust.Adversaries(pgd=nan_pgd))
+
+
+def test_croce_recipe_knobs(parts, tmp_path: Path):
+    """The recipe of Croce et al. 2019: LeNetSmall, half of each batch adversarial (the rest clean),
+    PGD step 2 eps / steps, lr / 10 for the last tenth, shuffled epochs split over DDP ranks."""
+    from manifold_defense.models import LeNetSmall
+
+    cfg = robust.RobustConfig(lr=1e-3, iterations=100, lr_schedule="final_tenth", batch_size=4, sampling="epochs")
+    assert robust.lr_at(cfg, 89) == pytest.approx(1e-3) and robust.lr_at(cfg, 90) == pytest.approx(1e-4)
+    # One epoch of 16 images at 2 x 4 per step: every image once, the ranks disjoint, the next epoch reshuffled.
+    epoch = [robust.batch_indices(cfg, it, 16, torch.Generator(), rank=r, world=2) for it in range(2) for r in (0, 1)]
+    assert sorted(torch.cat(epoch).tolist()) == list(range(16))
+    assert not torch.equal(robust.batch_indices(cfg, 2, 16, torch.Generator()), epoch[0])
+    # The same steps on one process with the whole global batch see the same images.
+    one = robust.RobustConfig(batch_size=8, sampling="epochs")
+    assert torch.equal(robust.batch_indices(one, 0, 16, torch.Generator()), torch.cat(epoch[:2]))
+    assert LeNetSmall()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    seen: list[int] = []
+
+    def pgd(C, x, y, eps, steps, seed):  # records how many examples the loop asks to perturb
+        seen.append(len(x))
+        assert steps == 3
+        return (x + eps * torch.randn_like(x).sign()).clamp(0, 1)
+
+    config = robust.RobustConfig(init="", architecture="lenet_small", clean_weight=0, pgd_weight=1, manifold_weight=0,
+                                 projection_weight=0, ae_frac=0.5, pgd_steps=3, pgd_step_factor=2, batch_size=8,
+                                 iterations=3, sampling="epochs", lr_schedule="final_tenth", train_limit=64,
+                                 out=str(tmp_path / "lenet"), device="cpu")
+    robust.train(config, robust.Adversaries(pgd=pgd))
+    assert seen == [4, 4, 4]
+    meta = read_config(tmp_path / "lenet")
+    assert meta["architecture"] == "lenet_small" and meta["metadata"]["config"]["ae_frac"] == 0.5
+    with pytest.raises(ValueError, match="ae_frac"):
+        robust.train(robust.RobustConfig(ae_frac=0.0, manifold_weight=0, projection_weight=0), robust.Adversaries())

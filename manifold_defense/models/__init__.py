@@ -13,14 +13,15 @@ from typing import Any
 from torch import nn
 
 from ..generator_contract import RangeAdapter
-from .classifiers import MLP, ModelA
+from .classifiers import MLP, LeNetSmall, ModelA
 from .generators import Encoder, WGANCritic, WGANGenerator
 
-__all__ = ["ARCHITECTURES", "build", "architecture_name", "register_architecture", "MLP", "ModelA", "Encoder",
+__all__ = ["ARCHITECTURES", "build", "architecture_name", "register_architecture", "MLP", "ModelA", "LeNetSmall", "Encoder",
            "WGANCritic", "WGANGenerator", "RangeAdapter"]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "model_a": ModelA,
+    "lenet_small": LeNetSmall,
     "mlp": MLP,
     "wgan_generator": WGANGenerator,
     "wgan_critic": WGANCritic,

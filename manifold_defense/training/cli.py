@@ -1,4 +1,10 @@
-"""Dataclass configs as command-line interfaces, and seeding, shared by every training script."""
+"""Dataclass configs as command-line interfaces, and seeding, shared by every training script.
+
+Every numeric field is range-checked at parse time: by default an integer or a finite number >= 0;
+a config narrows or widens that with a class attribute ``BOUNDS = {"field": (low, high, low_open)}``
+(``None`` for an open end), and restricts a string field with ``CHOICES = {"field": (...)}``. A bad
+value is answered with one line, ``error: argument --field: ...``, and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ from typing import Any, Sequence, TypeVar
 import numpy as np
 import torch
 
-__all__ = ["parse_config", "seed_everything", "resolve_device"]
+from ..cli import ToolParser, integer, real
+
+__all__ = ["parse_config", "config_parser", "seed_everything", "resolve_device"]
 
 T = TypeVar("T")
 
@@ -30,25 +38,48 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: use true or false")
+
+
+_boolean.__name__ = "boolean"
+
+
+def config_parser(cls: type, *, description: str = "") -> argparse.ArgumentParser:
+    """The ``argparse`` CLI of a dataclass config: ``--field-name VALUE`` per field plus ``--quick``
+    (see the module docstring for the range checks)."""
+    parser = ToolParser(description=description or cls.__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (seconds, not minutes)")
+    bounds: dict[str, tuple[Any, Any, bool]] = getattr(cls, "BOUNDS", {})
+    choices: dict[str, tuple[str, ...]] = getattr(cls, "CHOICES", {})
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        low, high, low_open = bounds.get(field.name, (0, None, False))
+        if kind == "bool":
+            parser.add_argument(flag, type=_boolean, default=None, help=f"true or false (default {default})")
+        elif kind == "int":
+            parser.add_argument(flag, type=integer(low, high), default=None, help=f"(default {default})")
+        elif kind == "float":
+            parser.add_argument(flag, type=real(low, high, low_open=low_open), default=None, help=f"(default {default})")
+        else:
+            parser.add_argument(flag, type=str, default=None, choices=choices.get(field.name),
+                                help=f"(default {default!r})")
+    return parser
+
+
 def parse_config(cls: type[T], argv: Sequence[str] | None = None, *, description: str = "") -> T:
-    """Build an ``argparse`` CLI from a dataclass's fields (``--field-name VALUE``) plus ``--quick``.
+    """Build a config from the command line (``--field-name VALUE``) plus ``--quick``.
 
     ``--quick`` applies the dataclass's ``quick()`` overrides (smoke-test sizes) before explicit flags.
     """
-    parser = argparse.ArgumentParser(description=description or cls.__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (seconds, not minutes)")
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        if field.type in (bool, "bool"):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                                help=f"(default {default})")
-        else:
-            kind: Any = {"int": int, "float": float, "str": str}.get(str(field.type), str)
-            if isinstance(field.type, type):
-                kind = field.type
-            parser.add_argument(flag, type=kind, default=None, help=f"(default {default})")
-    args = vars(parser.parse_args(argv))
+    args = vars(config_parser(cls, description=description).parse_args(argv))
     config = cls()
     if args.pop("quick"):
         config = dataclasses.replace(config, **config.quick())  # type: ignore[attr-defined,type-var]

@@ -9,11 +9,12 @@ Loss per batch (Invert-and-Defend / bidirectional inversion):
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from ..checkpoint import load_model, save_model
 from ..domains import resolve_domain, weights_path
 from ..models import Encoder
-from .cli import parse_config, resolve_device, seed_everything
+from .cli import config_parser, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class EncoderConfig:
     """Encoder training configuration."""
+
+    BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
+        "iterations": (1, None, False), "batch_size": (1, None, False), "lr": (0.0, None, True)}
 
     generator: str = ""  # empty: the domain's shipped generator
     domain: str = "fashion_mnist"
@@ -92,6 +96,11 @@ def train(config: EncoderConfig) -> Encoder:
     return E
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line: one flag per field of :class:`EncoderConfig` (range-checked)."""
+    return config_parser(EncoderConfig)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(EncoderConfig, argv)
@@ -100,4 +109,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    run(main)

@@ -50,7 +50,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -68,9 +68,19 @@ from .cli import resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 
+SCHEDULES = ("constant", "cosine", "step", "final_tenth")
+SAMPLINGS = ("replacement", "epochs")
+
+
 @dataclass
 class RobustConfig:
     """Robust (on-manifold and/or PGD) training configuration."""
+
+    BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
+        "iterations": (1, None, False), "batch_size": (1, None, False), "lr": (0.0, None, True),
+        "eta": (None, None, False), "pgd_eps": (None, None, False), "pgd_steps": (1, None, False),
+        "pgd_step_factor": (0.0, None, True), "ae_frac": (0.0, 1.0, True)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"lr_schedule": SCHEDULES, "sampling": SAMPLINGS}
 
     domain: str = "fashion_mnist"
     generator: str = "shipped"  # a checkpoint path; "shipped": the domain's generator
@@ -91,11 +101,14 @@ class RobustConfig:
     projection_steps: int = 10
     pgd_eps: float = -1.0  # < 0: the domain's Linf budget
     pgd_steps: int = 7
+    pgd_step_factor: float = 2.5  # PGD step = factor * eps / steps (Madry: 2.5; Croce et al. 2019: 2)
+    ae_frac: float = 1.0  # fraction of each batch replaced by its PGD examples (the rest stays clean)
     trades_beta: float = 0.0  # > 0: add TRADES' robust KL term (its inner maximisation uses pgd_steps)
     defense_weight: float = 0.0  # > 0: adversarial examples against C(G(E(x))), trained on C(P(x_adv))
     train_encoder: bool = False  # train C(G(E(x))) jointly (E and C; G frozen): every loss sees the pipeline
     reconstruction_weight: float = 0.0  # with train_encoder: + w * mean ||G(E(x)) - x||^2 (E stays a projection)
-    lr_schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75% of the iterations)
+    lr_schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75%) | final_tenth (x0.1 for the last 10%)
+    sampling: str = "replacement"  # replacement: batches drawn with replacement | epochs: a fresh permutation per epoch
     max_minutes: float = 0.0  # > 0: save and stop after this wall-clock budget (resume continues)
     eval_every: int = 0  # > 0: record clean / PGD accuracy on the held-out images every N iterations
     val_size: int = 0  # training images held out (the last ones) for the learning curve
@@ -137,7 +150,6 @@ def _seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
-SCHEDULES = ("constant", "cosine", "step")
 
 
 def lr_at(config: RobustConfig, it: int) -> float:
@@ -148,7 +160,38 @@ def lr_at(config: RobustConfig, it: int) -> float:
         return config.lr * 0.5 * (1 + math.cos(math.pi * t))
     if config.lr_schedule == "step":
         return config.lr * (0.1 ** ((t >= 0.5) + (t >= 0.75)))
+    if config.lr_schedule == "final_tenth":
+        return config.lr * (0.1 if t >= 0.9 else 1.0)
     return config.lr
+
+
+def batch_indices(config: RobustConfig, it: int, n: int, gen: torch.Generator, rank: int = 0,
+                  world: int = 1) -> torch.Tensor:
+    """This rank's training images for iteration ``it`` (of ``n`` images).
+
+    ``sampling="replacement"``: ``batch_size`` images drawn with replacement from ``gen`` (each rank
+    has its own generator, so under DDP the step sees ``world * batch_size`` images).
+    ``sampling="epochs"``: the ``it``-th global batch of ``world * batch_size`` images of a
+    permutation fixed by the seed and the epoch, this rank taking its slice, so a resumed run sees
+    the same epochs and the same recipe runs on any number of processes; each epoch's last
+    incomplete batch is skipped, as in the reference code of Croce et al. 2019.
+
+    Example:
+        >>> cfg = RobustConfig(batch_size=4, sampling="epochs")
+        >>> a, b = (batch_indices(cfg, 0, 16, torch.Generator(), rank=r, world=2) for r in (0, 1))
+        >>> len(set(a.tolist()) | set(b.tolist()))
+        8
+    """
+    if config.sampling == "epochs":
+        step = config.batch_size * world
+        per_epoch = n // step
+        if per_epoch < 1:
+            raise ValueError(f"batch_size {config.batch_size} x {world} processes exceeds the {n} training images")
+        epoch, k = divmod(it, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        start = k * step + rank * config.batch_size
+        return perm[start:start + config.batch_size]
+    return torch.randint(0, n, (config.batch_size,), generator=gen)
 
 
 class _AmortisedPipeline(nn.Module):
@@ -274,6 +317,12 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
                          "terms; set projection_weight, manifold_weight and defense_weight to 0")
     if config.lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}")
+    if config.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {config.sampling!r}")
+    if not 0.0 < config.ae_frac <= 1.0:
+        raise ValueError(f"ae_frac must be in (0, 1], got {config.ae_frac}")
+    if config.pgd_step_factor <= 0:
+        raise ValueError(f"pgd_step_factor must be > 0, got {config.pgd_step_factor}")
     if config.eval_every > 0 and config.val_size < 1:
         raise ValueError("eval_every > 0 needs val_size >= 1 held-out images")
     domain = resolve_domain(config.domain, config.data_dir)
@@ -335,7 +384,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         lr = lr_at(config, it)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = torch.randint(0, len(x_all), (config.batch_size,), generator=gen).to(device)
+        idx = batch_indices(config, it, len(x_all), gen, rank, world).to(device)
         x, y = x_all[idx], y_all[idx]
         losses: dict[str, torch.Tensor] = {}
         if config.clean_weight > 0:
@@ -357,10 +406,11 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
                     x_adv = G(z_adv)
                 losses["manifold"] = config.manifold_weight * F.cross_entropy(model(x_adv), y)
         if config.pgd_weight > 0 and adversaries.pgd is not None:
+            n_adv = max(1, int(config.ae_frac * len(x)))  # Croce et al.'s ae_frac: the rest of the batch stays clean
             trained.eval()
-            x_pgd = adversaries.pgd(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))
+            x_pgd = adversaries.pgd(trained, x[:n_adv], y[:n_adv], pgd_eps, config.pgd_steps, _seed(gen))
             trained.train()
-            losses["pgd"] = config.pgd_weight * F.cross_entropy(model(x_pgd), y)
+            losses["pgd"] = config.pgd_weight * F.cross_entropy(model(torch.cat([x_pgd, x[n_adv:]])), y)
         if config.trades_beta > 0 and adversaries.trades is not None:
             trained.eval()
             x_tr = adversaries.trades(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))

@@ -8,11 +8,12 @@ Writes ``OUT.safetensors`` + ``OUT.json`` (the config below is stored in the JSO
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from ..checkpoint import save_model
 from ..domains import resolve_domain
 from ..models import WGANCritic, WGANGenerator
-from .cli import parse_config, resolve_device, seed_everything
+from .cli import config_parser, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class WGANConfig:
     """WGAN-GP training configuration (defaults: gan_mnist.py's, with fewer iterations)."""
+
+    BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
+        "latent_dim": (1, None, False), "dim": (1, None, False), "batch_size": (1, None, False),
+        "iterations": (1, None, False), "critic_iters": (1, None, False), "lr": (0.0, None, True),
+        "beta1": (0.0, 1.0, False), "beta2": (0.0, 1.0, False)}
 
     domain: str = "fashion_mnist"
     data_dir: str = ""  # empty: the domain's own files
@@ -111,6 +117,11 @@ def train(config: WGANConfig) -> WGANGenerator:
     return G
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line: one flag per field of :class:`WGANConfig` (range-checked)."""
+    return config_parser(WGANConfig)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(WGANConfig, argv)
@@ -119,4 +130,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    run(main)

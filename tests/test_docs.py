@@ -1,0 +1,142 @@
+"""Docs that cannot rot: every ``python -m MODULE ...`` command in README.md and docs/ names a module
+whose command line accepts its flags (parsed only, nothing run); every Python block of README.md
+runs on tiny models (or is marked ``<!-- not run: why -->`` on the line before it); the README's
+headline table and docs/reproduce.md's tables are what their commands print; README.md is at most
+250 lines; relative links point at files that exist."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL_STOP = {"|", ">", ">>", "&&", ";", "||", "2>&1", "&"}
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(info string, body, the line before the fence) of every fenced code block."""
+    blocks = []
+    for m in re.finditer(r"(?m)^(?P<before>[^\n]*)\n```(?P<info>[^\n]*)\n(?P<body>.*?)^```", text, re.S):
+        blocks.append((m.group("info").strip(), m.group("body"), m.group("before")))
+    return blocks
+
+
+def _commands(text: str) -> list[str]:
+    """Every ``python -m`` / ``torchrun ... -m`` command: shell lines of fenced blocks (backslash
+    continuations joined, comments dropped) and inline code spans."""
+    found = []
+    for info, body, _ in _fenced_blocks(text):
+        if info not in ("", "bash", "sh", "shell", "console"):
+            continue
+        joined = re.sub(r"\\\n\s*", " ", body)
+        for line in joined.splitlines():
+            line = re.sub(r"\s#.*$", "", line).strip()
+            if re.match(r"^(python3? -m |torchrun .*-m )", line):
+                found.append(line)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`]+)`", prose.replace("\n", " ")):
+        if re.match(r"^(python3? -m |torchrun .*-m )\S+", span.strip()):
+            found.append(span.strip())
+    return found
+
+
+def _split(command: str) -> tuple[str, list[str]]:
+    tokens = shlex.split(command)
+    i = tokens.index("-m")
+    args = []
+    for token in tokens[i + 2:]:
+        if token in SHELL_STOP:
+            break
+        if token != "...":  # "python -m eval.robustness ... --cache DIR": the flags shown elsewhere
+            args.append(token)
+    return tokens[i + 1], args
+
+
+ALL_COMMANDS = sorted({(page.relative_to(ROOT).as_posix(), c) for page in PAGES for c in _commands(page.read_text())})
+
+
+def test_the_pages_have_commands() -> None:
+    pages = {p for p, _ in ALL_COMMANDS}
+    assert "README.md" in pages and "docs/reproduce.md" in pages and len(ALL_COMMANDS) > 40
+
+
+@pytest.mark.parametrize(("page", "command"), ALL_COMMANDS, ids=[f"{p}:{c[:70]}" for p, c in ALL_COMMANDS])
+def test_documented_command_parses(page: str, command: str) -> None:
+    module_name, args = _split(command)
+    module = importlib.import_module(module_name)
+    assert hasattr(module, "build_parser"), f"{page}: {module_name} has no build_parser() (not an entry point?)"
+    try:
+        module.build_parser().parse_args(args)
+    except SystemExit as exc:
+        if exc.code == 0:  # --help
+            return
+        pytest.fail(f"{page}: `{command}` is refused by {module_name}'s command line (exit {exc.code})")
+
+
+def _readme_python_blocks() -> list[tuple[str, bool]]:
+    text = (ROOT / "README.md").read_text()
+    return [(body, "<!-- not run" in before) for info, body, before in _fenced_blocks(text) if info == "python"]
+
+
+def test_readme_python_blocks_run_on_tiny_models(tiny_classifier, tiny_generator) -> None:
+    blocks = _readme_python_blocks()
+    assert blocks, "the README has no Python example"
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    namespace = {"images": images, "labels": torch.tensor([0, 1, 2, 3]), "my_classifier": tiny_classifier,
+                 "my_generator": tiny_generator}
+    before = images.clone()
+    for body, skipped in blocks:
+        if not skipped:
+            exec(compile(body, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code)
+    assert torch.equal(images, before), "a README example modified the user's images"
+    assert namespace["logits"].shape == (4, 10)
+
+
+def test_readme_is_a_front_page() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; depth belongs in docs/"
+
+
+def _table(text: str, after: str) -> str:
+    lines = text[text.index(after):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_readme_headline_table_is_what_its_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    from eval import reference_table
+
+    printed = reference_table.main(["--headline"])
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m eval.reference_table --headline" in readme
+    table = _table(printed, "| configuration")
+    assert table in readme, "README's headline table differs from `python -m eval.reference_table --headline`"
+    assert len(table.splitlines()) - 2 <= 8
+
+
+def test_reproduce_page_lists_every_report_and_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval import report_index
+
+    monkeypatch.chdir(ROOT)
+    page = (ROOT / "docs" / "reproduce.md").read_text()
+    for name, table in (("report_index", report_index.reports_table(Path("eval/reports"))),
+                        ("weights_index", report_index.weights_table(Path("manifold_defense/weights/fashion_mnist")))):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        assert page[page.index(begin) + len(begin):page.index(end)].strip() == table.strip(), (
+            f"docs/reproduce.md's {name} table is stale: paste the output of `python -m eval.report_index`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_relative_links_resolve(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target:
+            continue
+        assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
