@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import architecture_name, build
+from .models import ARCHITECTURES, architecture_name, build
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_config", "FORMAT"]
 
@@ -124,6 +124,12 @@ def load_model(stem: str | Path, *, map_location: str | torch.device = "cpu") ->
         raise CheckpointError(
             f"{weights_path} does not match the SHA-256 recorded in {config_path}: the file was changed or truncated"
         )
+    if config["architecture"] not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{config_path}: unknown architecture {config['architecture']!r}: it is not registered in this process "
+            f"(known: {sorted(ARCHITECTURES)}): import the module that calls "
+            f"manifold_defense.models.register_architecture({config['architecture']!r}, ...) first "
+            "(on the command line of eval.robustness: --import MODULE)")
     try:
         model = build(config["architecture"], **config["kwargs"])
     except (ValueError, TypeError) as exc:

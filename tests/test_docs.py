@@ -84,18 +84,48 @@ def _readme_python_blocks() -> list[tuple[str, bool]]:
     return [(body, "<!-- not run" in before) for info, body, before in _fenced_blocks(text) if info == "python"]
 
 
-def test_readme_python_blocks_run_on_tiny_models(tiny_classifier, tiny_generator) -> None:
+class _LinearGenerator(torch.nn.Module):
+    """A user's generator at its smallest: sigmoid(z W + b) as a 1x28x28 image."""
+
+    latent_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 784), torch.nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, 28, 28)
+
+
+def test_readme_python_blocks_run_on_tiny_models(tiny_classifier, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import eval as eval_package
+    from eval import ReportOptions, SuiteConfig
+    from manifold_defense.domains import get_domain
+
+    real_evaluate = eval_package.evaluate
+
+    def quick_evaluate(*args, **kwargs):  # the README's call as written, at smoke-test budgets (like --quick)
+        kwargs.setdefault("suite", SuiteConfig(domain=get_domain("fashion_mnist"), attacks=("clean", "fgsm", "exact_apgd_ce"),
+                                               apgd_steps=2, batch_size=4))
+        kwargs.setdefault("options", ReportOptions(check_n=4, effort_check=False, progress=False))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(eval_package, "evaluate", quick_evaluate)
+    monkeypatch.chdir(tmp_path)  # the README writes results/...
     blocks = _readme_python_blocks()
     assert blocks, "the README has no Python example"
     images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     namespace = {"images": images, "labels": torch.tensor([0, 1, 2, 3]), "my_classifier": tiny_classifier,
-                 "my_generator": tiny_generator}
+                 "my_generator": _LinearGenerator().eval()}
     before = images.clone()
     for body, skipped in blocks:
         if not skipped:
             exec(compile(body, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code)
     assert torch.equal(images, before), "a README example modified the user's images"
     assert namespace["logits"].shape == (4, 10)
+    if "report" in namespace:
+        assert (tmp_path / "results" / "mine" / "robustness.json").is_file()
 
 
 def test_readme_is_a_front_page() -> None:
