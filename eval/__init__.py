@@ -7,7 +7,7 @@ Example:
     True
 """
 
-from .evaluate import DEFAULT_ATTACKS, Report, ReportOptions, evaluate
+from .report import DEFAULT_ATTACKS, Report, ReportOptions, evaluate
 from .suite import SuiteConfig
 
 __all__ = ["evaluate", "Report", "ReportOptions", "SuiteConfig", "DEFAULT_ATTACKS"]

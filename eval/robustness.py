@@ -13,7 +13,7 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
     python -m eval.robustness --import my_models --defense my_bundle/ ...      # my_models registers the
                                                       # bundle's own architectures (register_architecture)
 
-A thin command line over :func:`eval.evaluate.evaluate` (the same report from Python). Writes
+A thin command line over :func:`eval.report.evaluate` (the same report from Python). Writes
 ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
 worst-case accuracy, per-example results, checks), ``OUT/robustness.md`` and PNG figures
 ``OUT/accuracy_vs_eps.png`` and ``OUT/examples.png`` (x / adversarial / projection G(z*)).
@@ -41,7 +41,7 @@ from manifold_defense.cli import ToolParser, integer, names, real, reals, run
 from manifold_defense.domains import Domain, resolve_domain, weights_path
 from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained
 
-from .evaluate import DEFAULT_ATTACKS, ReportOptions, evaluate
+from .report import DEFAULT_ATTACKS, ReportOptions, evaluate
 from .suite import ATTACKS, SuiteConfig
 
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    """Run the report (see the module docstring): parse, load, :func:`eval.evaluate.evaluate`, write.
+    """Run the report (see the module docstring): parse, load, :func:`eval.report.evaluate`, write.
     Returns the record on rank 0."""
     args = build_parser().parse_args(argv)
     argv_list = list(sys.argv[1:] if argv is None else argv)

@@ -14,7 +14,7 @@ Example:
     >>> import torch
     >>> from manifold_defense import DefendedClassifier, ProjectionConfig
     >>> from manifold_defense.models import MLP, WGANGenerator
-    >>> from eval.evaluate import ReportOptions, evaluate
+    >>> from eval.report import ReportOptions, evaluate
     >>> from eval.suite import SuiteConfig
     >>> from manifold_defense.domains import get_domain
     >>> _ = torch.manual_seed(0)
@@ -393,7 +393,7 @@ def _record(opts: ReportOptions, described: dict[str, Any], base: SuiteConfig, d
     import manifold_defense
 
     return {
-        "command": opts.command or f"eval.evaluate.evaluate(<{opts.name}>, n={n}, eps={eps_list})",
+        "command": opts.command or f"eval.report.evaluate(<{opts.name}>, n={n}, eps={eps_list})",
         "dataset": domain.name, "domain": domain.to_dict(), "n": n, "eps": eps_list, "seed": base.seed,
         "world_size": world, "defense": described,
         "suite": base.to_dict(),
