@@ -33,6 +33,8 @@ BAD_FLAGS = [
     ("eval.compressed_sensing", ["--noise", "-1"], "--noise", "-1"),
     ("eval.autoattack_check", ["--eps", "-1"], "--eps", "-1"),
     ("eval.train_robust", ["--ae-frac", "1.5"], "--ae-frac", "1.5"),
+    ("eval.certify", ["--alpha", "1.5"], "--alpha", "1.5"),
+    ("eval.certify", ["--sigma", "0.5,-1"], "--sigma", "-1"),
     ("eval.train_robust", ["--lr-schedule", "sometimes"], "--lr-schedule", "sometimes"),
     ("eval.train_robust", ["--train-encoder", "maybe"], "--train-encoder", "maybe"),
     ("eval.report_index", ["--reports"], "--reports", ""),

@@ -44,6 +44,7 @@ class ClassifierConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     train_limit: int = 0  # > 0: use only the first N training images
+    noise_sigma: float = 0.0  # > 0: train on x + N(0, sigma^2) (Cohen et al. 2019's base models for smoothing)
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -80,7 +81,10 @@ def train(config: ClassifierConfig) -> nn.Module:
         bar = tqdm(range(0, len(x), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
         for i in bar:
             idx = order[i:i + config.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            inputs = x[idx]
+            if config.noise_sigma > 0:  # Gaussian augmentation, no clipping (as the reference code)
+                inputs = inputs + config.noise_sigma * torch.randn(inputs.shape, generator=gen).to(device)
+            loss = F.cross_entropy(model(inputs), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
