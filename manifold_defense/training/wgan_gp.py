@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from tqdm import tqdm
 
+from ..ambient import MeasurementFamily, parse_family
 from ..checkpoint import save_model
 from ..domains import resolve_domain
 from ..models import WGANCritic, WGANGenerator
@@ -48,6 +49,8 @@ class WGANConfig:
     beta1: float = 0.5
     beta2: float = 0.9
     max_minutes: float = 0.0  # > 0: stop (and save) after this wall-clock budget
+    measurement: str = ""  # AmbientGAN: "dropout:0.9", "block:14", "blur_noise:0.1", "projection:50"; empty: clean data
+    unmeasured: bool = False  # with measurement: the paper's baseline, a plain GAN on the inverted measurements
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # > 0: torch.set_num_threads
@@ -64,8 +67,28 @@ def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Te
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+@torch.no_grad()
+def _measured_dataset(images: torch.Tensor, family: MeasurementFamily, config: WGANConfig, *,
+                      invert: bool) -> torch.Tensor:
+    """Every training image measured once (in chunks of ``batch_size``: a projection matrix is shared
+    by a chunk), from a generator of its own; with ``invert``, the baseline's inversion of each."""
+    gen = torch.Generator().manual_seed(config.seed + 7919)
+    out = torch.empty_like(images)
+    for i in range(0, len(images), config.batch_size):
+        m = family.measure(images[i:i + config.batch_size], gen)
+        out[i:i + config.batch_size] = family.invert(m) if invert else m.y
+    return out
+
+
 def train(config: WGANConfig) -> WGANGenerator:
-    """Run WGAN-GP training and save the generator; returns it (eval mode)."""
+    """Run WGAN-GP training and save the generator; returns it (eval mode).
+
+    Raises:
+        ValueError: an unknown measurement family, or ``unmeasured`` without one.
+    """
+    family = parse_family(config.measurement) if config.measurement else None
+    if config.unmeasured and family is None:
+        raise ValueError("unmeasured needs a measurement family (--measurement ...): it trains on inverted measurements")
     gen = seed_everything(config.seed)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -73,6 +96,11 @@ def train(config: WGANConfig) -> WGANGenerator:
     domain = resolve_domain(config.domain, config.data_dir)
     images, _ = domain.load("train")
     images = images.to(device)
+    if family is not None:
+        # The real images are measured once, as a dataset of corrupted captures is: every real image
+        # the critic (or the inversion) ever sees is this one measurement of it.
+        images = _measured_dataset(images, family, config, invert=config.unmeasured)
+    measure_fakes = family is not None and not config.unmeasured
     channels, size = domain.image_shape[0], domain.image_shape[-1]
     G = WGANGenerator(config.latent_dim, config.dim, channels, size).to(device)
     D = WGANCritic(config.dim, channels, size).to(device)
@@ -89,13 +117,18 @@ def train(config: WGANConfig) -> WGANGenerator:
             z = torch.randn(config.batch_size, config.latent_dim, generator=gen).to(device)
             with torch.no_grad():
                 fake = G(z)
+                if measure_fakes and family is not None:
+                    fake = family(fake, gen)  # fresh operators for every generated batch
             wasserstein = D(fake).mean() - D(real).mean()
             loss_d = wasserstein + config.gp_lambda * gradient_penalty(D, real, fake, gen)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
         z = torch.randn(config.batch_size, config.latent_dim, generator=gen).to(device)
-        loss_g = -D(G(z)).mean()
+        generated = G(z)
+        if measure_fakes and family is not None:
+            generated = family(generated, gen)  # the generator is judged through the measurements only
+        loss_g = -D(generated).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
