@@ -125,26 +125,32 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: a title, the report directory and the model ('undefended' or 'defended')."""
+    """One table column: a title, the report directory and the model ('undefended' or 'defended');
+    ``attack``, an attack key of the suite, makes a summary row show that attack alone instead of
+    the worst case (e.g. a published protocol beside our suite)."""
 
     title: str
     report: Path
     model: str
+    attack: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "Column":
-        """Parse ``"TITLE=REPORT_DIR:MODEL"``.
+        """Parse ``"TITLE=REPORT_DIR:MODEL"`` or ``"TITLE=REPORT_DIR:MODEL@ATTACK_KEY"``.
 
         Raises:
-            ValueError: the spec does not have that form, or MODEL is not undefended/defended.
+            ValueError: the spec does not have that form, MODEL is not undefended/defended, or an unknown attack key.
         """
         title, sep, rest = spec.rpartition("=")
         path, sep2, model = rest.rpartition(":")
+        model, _, attack = model.partition("@")
         if not sep or not sep2 or not title or not path:
-            raise ValueError(f"column must be 'TITLE=REPORT_DIR:MODEL', got {spec!r}")
+            raise ValueError(f"column must be 'TITLE=REPORT_DIR:MODEL[@ATTACK_KEY]', got {spec!r}")
         if model not in ("undefended", "defended"):
             raise ValueError(f"MODEL must be 'undefended' or 'defended', got {model!r} in {spec!r}")
-        return cls(title, Path(path), model)
+        if attack and attack not in ATTACKS:
+            raise ValueError(f"unknown attack key {attack!r} in {spec!r}; known: {sorted(ATTACKS)}")
+        return cls(title, Path(path), model, attack or None)
 
 
 def _load(report: Path) -> dict[str, Any]:
@@ -188,13 +194,13 @@ def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol
 def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
              protocol: str = "one-shot") -> str:
     cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
-    worst = [_bits(c, r, first=first, eps=eps, protocol=protocol, attack=WORST) for c, r in zip(columns, records)]
+    worst = [_bits(c, r, first=first, eps=eps, protocol=protocol, attack=_label(c)) for c, r in zip(columns, records)]
     lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
              "| attacks in the worst case | seconds per prediction | robust only here / only in the first row (McNemar p) |",
              "|---|---|---|---|---|---|"]
     for i, (column, record, cell) in enumerate(zip(columns, records, cells)):
         speed = record.get("seconds_per_prediction", {}).get(column.model)
-        attacks = sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
+        attacks = 1 if column.attack else sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
         paired = "–"
         mine, reference = worst[i], worst[0]
         if i > 0 and mine is not None and reference is not None:
@@ -202,9 +208,14 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
             there = sum(a == "0" and b == "1" for a, b in zip(mine, reference))
             paired = f"{here} / {there} (p = {mcnemar_p(here, there):.2g})"
         lines.append(f"| {column.title} | {_cell(cell['clean'], first) if 'clean' in cell else '–'} | "
-                     f"**{_cell(cell[WORST], first) if WORST in cell else '–'}** | {attacks} | "
+                     f"**{_cell(cell[_label(column)], first) if _label(column) in cell else '–'}** | {attacks} | "
                      f"{'–' if speed is None else f'{speed:.2g}'} | {paired} |")
     return "\n".join(lines)
+
+
+def _label(column: Column) -> str:
+    """The row a summary reads for a column: its named attack, else the worst case."""
+    return ATTACKS[column.attack].label if column.attack else WORST
 
 
 def mcnemar_p(b: int, c: int) -> float:

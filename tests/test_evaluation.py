@@ -262,3 +262,18 @@ def test_the_shipped_reports_print_the_readme_tables(capsys):
         for column, cell in zip(specs, rt._cells(columns, records, first=first, eps=0.1)):
             counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
             assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column
+
+def test_a_summary_column_can_show_one_attack_instead_of_the_worst_case():
+    from eval import reference_table as rt
+
+    column = rt.Column.parse("paper=eval/reports/robustness_pgd_at_500:undefended@exact_apgd_ce")
+    assert column.attack == "exact_apgd_ce" and column.model == "undefended"
+    with pytest.raises(ValueError, match="unknown attack key"):
+        rt.Column.parse("x=eval/reports/robustness_pgd_at_500:undefended@nosuch")
+    table = rt.summary_table([rt.Column.parse("all=eval/reports/robustness_pgd_at_500:undefended"), column],
+                             first=100, eps=0.1)
+    worst_row, apgd_row = table.splitlines()[2:4]
+    assert "| 1 |" in apgd_row  # one attack, not the suite
+    worst = float(worst_row.split("**")[1].split("%")[0])
+    apgd = float(apgd_row.split("**")[1].split("%")[0])
+    assert apgd >= worst  # one attack never finds more than the per-example minimum over all of them
