@@ -48,7 +48,8 @@ DEFAULT_COLUMNS = (
 # all on the same first N test images (a larger N is a narrower interval for fewer configurations).
 # The first entry is the baseline every other row is paired with (McNemar on the worst case).
 _ON_200 = (
-    "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+    "**PGD-AT, Croce et al. 2019's recipe (classifier_lenet_at), undefended: the baseline**=eval/reports/robustness_lenet_at_1000:undefended",
+    "PGD-AT, 10 epochs (classifier_pgd_at, model A), undefended=eval/reports/robustness_pgd_at_500:undefended",
     "PGD-AT, 6.7 epochs (convergence check), undefended=eval/reports/robustness_pgd_at_7ep:undefended",
     "PGD-AT, 1,500 iterations (classifier_pgd), undefended=eval/reports/robustness_classifier_pgd_200:undefended",
     "TRADES beta 6, 10 epochs (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
@@ -68,8 +69,14 @@ _ON_200 = (
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
     500: (
-        "**PGD-AT, 10 epochs (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+        "**PGD-AT, Croce et al. 2019's recipe (classifier_lenet_at), undefended: the baseline**=eval/reports/robustness_lenet_at_1000:undefended",
+        "PGD-AT, 10 epochs (classifier_pgd_at, model A), undefended=eval/reports/robustness_pgd_at_500:undefended",
         "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+    ),
+    1000: (
+        "**PGD-AT, Croce et al. 2019's recipe (classifier_lenet_at), undefended: the baseline**=eval/reports/robustness_lenet_at_1000:undefended",
+        "the same model under Croce et al.'s PGD-40 alone (their protocol)"
+        "=eval/reports/robustness_lenet_at_1000:undefended@pgd40_croce",
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]
@@ -77,10 +84,11 @@ COMPARISON_COLUMNS = COMPARISONS[200]
 # --headline: the README's table (at most 8 rows), on the first 200 test images; the first row is the
 # baseline the others are paired with.
 HEADLINE = (
-    "**PGD-AT (classifier_pgd_at), undefended: the baseline**=eval/reports/robustness_pgd_at_500:undefended",
+    "**PGD-AT, Croce et al.'s recipe (classifier_lenet_at), undefended: the baseline**"
+    "=eval/reports/robustness_lenet_at_1000:undefended",
+    "PGD-AT, model A (classifier_pgd_at), undefended=eval/reports/robustness_pgd_at_500:undefended",
     "**amortised_at: C(G(E(x))) adversarially trained, the shipped default defense**"
     "=eval/reports/robustness_amortised_at:defended",
-    "TRADES beta 6 (classifier_trades), undefended=eval/reports/robustness_trades:undefended",
     "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
     "=eval/reports/robustness_projection_200:defended",
