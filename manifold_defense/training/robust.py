@@ -150,8 +150,6 @@ def _seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
-
-
 def lr_at(config: RobustConfig, it: int) -> float:
     """The learning rate of iteration ``it`` under ``config.lr_schedule`` (a pure function of the
     iteration, so a resumed run continues the same schedule)."""
