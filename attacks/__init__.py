@@ -12,6 +12,7 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
   or short-unroll approximations), :class:`EOT`, :class:`Unrolled`.
 * Adaptive, in latent space: :class:`LatentAttack`.
 * On-manifold: :class:`OnManifoldAttack` (overpowered and standard variants).
+* On smoothed classifiers: :class:`SmoothAdv` (L2 PGD on the smoothed soft classifier, Salman et al. 2019).
 * For training: :class:`TradesPGD` (TRADES' KL-maximising inner step).
 """
 
@@ -27,10 +28,11 @@ from .latent import LatentAttack
 from .on_manifold import OnManifoldAttack, OnManifoldResult
 from .pgd import L2PGD, LinfPGD
 from .torchattacks_adapter import TorchAttack
+from .smooth_adv import SmoothAdv
 from .trades import TradesPGD
 from .unrolled import Unrolled
 
 __all__ = [
     "APGD", "APGDTargeted", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
-    "OnManifoldAttack", "OnManifoldResult", "TorchAttack", "TradesPGD", "Unrolled",
+    "OnManifoldAttack", "OnManifoldResult", "SmoothAdv", "TorchAttack", "TradesPGD", "Unrolled",
 ]

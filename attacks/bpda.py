@@ -10,7 +10,8 @@ C(P(x)) exactly, the backward pass replaces P by a differentiable g with g(x) ~ 
 
 * ``"identity"``: g(x) = x (straight-through; the paper's choice when P(x) ~ x);
 * ``"amortised"``: g(x) = G(E(x)), the encoder's one-shot projection (needs an encoder);
-* ``"unroll"``: g(x) = the projection with only ``unroll_steps`` steps, differentiated exactly.
+* ``"unroll"``: g(x) = the purifier shortened to ``unroll_steps`` iterations (projection steps, reverse
+  diffusion steps), differentiated exactly.
 
 The exact gradient (:class:`attacks.ExactGradient`) is the reference; ``eval.surrogates`` measures
 each surrogate's strength and cost against it.
@@ -28,7 +29,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from manifold_defense import DefendedClassifier
+from manifold_defense import DefendedClassifier, PurifiedClassifier
 
 __all__ = ["BPDA", "Approximation"]
 
@@ -58,29 +59,36 @@ class BPDA(nn.Module):
         self.approximation = approximation
 
     @classmethod
-    def from_defense(cls, defended: DefendedClassifier, *, approximation: Approximation = "identity",
+    def from_defense(cls, defended: PurifiedClassifier, *, approximation: Approximation = "identity",
                      unroll_steps: int = 10) -> "BPDA":
-        """BPDA for a :class:`manifold_defense.DefendedClassifier` (P = its projection as deployed).
+        """BPDA for a defended model (P = its purifier as deployed; any purifier for ``"identity"``,
+        an iterative one for ``"unroll"``, a projection with an encoder for ``"amortised"``).
 
         Raises:
-            ValueError: unknown approximation; ``"amortised"`` without an encoder; unroll_steps < 1.
+            ValueError: unknown approximation; ``"unroll"`` for a purifier without iterations;
+                ``"amortised"`` for a purifier that is not a projection, or without an encoder;
+                unroll_steps < 1.
         """
-        g: Callable[[torch.Tensor], torch.Tensor] | None
+        if approximation not in ("identity", "amortised", "unroll"):
+            raise ValueError(f"approximation must be 'identity', 'amortised' or 'unroll', got {approximation!r}")
+        purifier = defended.purifier
         if approximation == "identity":
-            g = None
-        elif approximation == "amortised":
-            encoder = defended.encoder
-            if encoder is None:
-                raise ValueError("the amortised approximation G(E(x)) needs a defense with an encoder")
-            g = lambda x: defended.generator(encoder(x))  # noqa: E731
-        elif approximation == "unroll":
+            return cls(purifier, defended.classifier, None)
+        if approximation == "unroll":
             if unroll_steps < 1:
                 raise ValueError(f"unroll_steps must be >= 1, got {unroll_steps}")
-            short = defended.config.replace(steps=unroll_steps, halving_at=(), early_stop_tol=0.0)
-            g = lambda x: defended.project(x, config=short, create_graph=torch.is_grad_enabled()).x_hat  # noqa: E731
-        else:
-            raise ValueError(f"approximation must be 'identity', 'amortised' or 'unroll', got {approximation!r}")
-        return cls(lambda x: defended.project(x).x_hat, defended.classifier, g)
+            short = purifier.shortened(unroll_steps)
+            if short is None:
+                raise ValueError(f"the 'unroll' approximation needs an iterative purifier; {type(purifier).__name__} "
+                                 "has no shortened version")
+            return cls(purifier, defended.classifier, short.exact)
+        if not isinstance(defended, DefendedClassifier):
+            raise ValueError(f"the {approximation!r} approximation needs a projection defense (DefendedClassifier), "
+                             f"not a {type(purifier).__name__}")
+        encoder = defended.encoder
+        if encoder is None:
+            raise ValueError("the amortised approximation G(E(x)) needs a defense with an encoder")
+        return cls(purifier, defended.classifier, lambda x: defended.generator(encoder(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -21,18 +21,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from manifold_defense import DefendedClassifier
+from manifold_defense import PurifiedClassifier
 
 __all__ = ["ExactGradient"]
 
 
 class ExactGradient(nn.Module):
-    """C(P(x)) for the deployed projection P, differentiable exactly (checkpointed).
+    """C(P(x)) for the deployed purifier P, differentiable exactly (checkpointed).
 
     Args:
-        defended: the :class:`manifold_defense.DefendedClassifier` as deployed (its config is used
-            unchanged; its own ``gradient`` mode is ignored).
-        checkpoint_every: projection steps per recomputed segment (memory vs ~1 extra forward).
+        defended: the defended model as deployed (a :class:`manifold_defense.PurifiedClassifier`, of
+            which :class:`manifold_defense.DefendedClassifier` is the projection case; its purifier
+            is used unchanged and its own ``gradient`` mode is ignored). Any purifier gives its own
+            exact gradient (:meth:`manifold_defense.purifiers.Purifier.exact`).
+        checkpoint_every: steps per recomputed segment (projection steps; sampler steps of a
+            diffusion purifier), memory vs ~1 extra forward.
 
     Shape:
         input (N, C, H, W); output (N, num_classes).
@@ -41,7 +44,7 @@ class ExactGradient(nn.Module):
         ValueError: checkpoint_every < 1.
     """
 
-    def __init__(self, defended: DefendedClassifier, *, checkpoint_every: int = 10) -> None:
+    def __init__(self, defended: PurifiedClassifier, *, checkpoint_every: int = 10) -> None:
         super().__init__()
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
@@ -49,6 +52,4 @@ class ExactGradient(nn.Module):
         self.checkpoint_every = checkpoint_every
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grad = torch.is_grad_enabled() and x.requires_grad
-        out = self.defended.project(x, create_graph=grad, checkpoint_every=self.checkpoint_every)
-        return self.defended.classifier(out.x_hat)
+        return self.defended.classifier(self.defended.purify_exact(x, checkpoint_every=self.checkpoint_every))

@@ -13,9 +13,7 @@ Writes benchmarks/results/exact_gradient_cpu.json.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import platform
-import resource
 import time
 from typing import Any, Sequence
 
@@ -26,16 +24,12 @@ from manifold_defense.cli import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_fashion_mnist
 
-from .record import write_record
+from .record import peak_rss_mb, run_isolated, write_record
 
 PROJECTIONS = {
     "default (encoder + 1 x 50 Adam)": (ProjectionConfig(), True),
     "Defense-GAN (10 x 200 momentum)": (ProjectionConfig.defense_gan(), False),
 }
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats: int, threads: int,
@@ -48,7 +42,7 @@ def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats:
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
             d(x)
-        base = _rss_mb()
+        base = peak_rss_mb()
         seconds = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -57,8 +51,8 @@ def _measure(projection: str, checkpoint_every: int | None, batch: int, repeats:
             loss = torch.nn.functional.cross_entropy(d.classifier(out.x_hat), y)
             (grad,) = torch.autograd.grad(loss, x_in)
             seconds.append(time.perf_counter() - start)
-        queue.put({"ok": True, "seconds_per_step": min(seconds), "peak_rss_mb": round(_rss_mb(), 1),
-                   "peak_above_loaded_mb": round(_rss_mb() - base, 1), "grad_norm": float(grad.norm())})
+        queue.put({"ok": True, "seconds_per_step": min(seconds), "peak_rss_mb": round(peak_rss_mb(), 1),
+                   "peak_above_loaded_mb": round(peak_rss_mb() - base, 1), "grad_norm": float(grad.norm())})
     except Exception as exc:  # noqa: BLE001  (an out-of-memory is a result too)
         queue.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
@@ -90,16 +84,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.batch, args.repeats, projections = 2, 1, projections[:1]
     segments = list(args.segments)
-    ctx = mp.get_context("spawn")
     results = []
     for projection in projections:
         for every in segments:
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_measure, args=(projection, every, args.batch, args.repeats, args.threads,
-                                                      args.device, queue))
-            proc.start()
-            proc.join()
-            row = queue.get() if not queue.empty() else {"ok": False, "error": f"process exited with {proc.exitcode}"}
+            row = run_isolated(_measure, projection, every, args.batch, args.repeats, args.threads, args.device)
             row = {"projection": projection, "checkpoint_every": every, **row}
             results.append(row)
             shown = (f"{row['seconds_per_step']:.2f} s/step, peak +{row['peak_above_loaded_mb']:.0f} MB" if row["ok"]

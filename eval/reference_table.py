@@ -72,11 +72,14 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
         "**PGD-AT, Croce et al. 2019's recipe (classifier_lenet_at), undefended: the baseline**=eval/reports/robustness_lenet_at_1000:undefended",
         "PGD-AT, 10 epochs (classifier_pgd_at, model A), undefended=eval/reports/robustness_pgd_at_500:undefended",
         "**amortised_at (the shipped default defense)**=eval/reports/robustness_amortised_at:defended",
+        "amortised_at rebuilt on the baseline (amortised_lenet_at)=eval/reports/robustness_amortised_lenet_at_1000:defended",
     ),
     1000: (
         "**PGD-AT, Croce et al. 2019's recipe (classifier_lenet_at), undefended: the baseline**=eval/reports/robustness_lenet_at_1000:undefended",
         "the same model under Croce et al.'s PGD-40 alone (their protocol)"
         "=eval/reports/robustness_lenet_at_1000:undefended@pgd40_croce",
+        "amortised_at rebuilt on the baseline (amortised_lenet_at): C(G(E(x))) from classifier_lenet_at"
+        "=eval/reports/robustness_amortised_lenet_at_1000:defended",
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]
@@ -89,6 +92,8 @@ HEADLINE = (
     "PGD-AT, model A (classifier_pgd_at), undefended=eval/reports/robustness_pgd_at_500:undefended",
     "**amortised_at: C(G(E(x))) adversarially trained, the shipped default defense**"
     "=eval/reports/robustness_amortised_at:defended",
+    "amortised_at rebuilt on the baseline (from classifier_lenet_at)"
+    "=eval/reports/robustness_amortised_lenet_at_1000:defended",
     "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
     "=eval/reports/robustness_projection_200:defended",

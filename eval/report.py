@@ -12,7 +12,7 @@ attacks its share of the batches and rank 0 gets the report) work the same from 
 
 Example:
     >>> import torch
-    >>> from manifold_defense import DefendedClassifier, ProjectionConfig
+    >>> from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, Purifier
     >>> from manifold_defense.models import MLP, WGANGenerator
     >>> from eval.report import ReportOptions, evaluate
     >>> from eval.suite import SuiteConfig
@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from attacks import APGD, BPDA, ExactGradient
-from manifold_defense import DefendedClassifier, ProjectionConfig
+from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, Purifier
 from manifold_defense.domains import Domain, get_domain
 
 from . import checks
@@ -100,7 +100,7 @@ class Report:
     record: dict[str, Any]
     rows: dict[float, list[Row]]
     checks: list[checks.Check]
-    defended: DefendedClassifier
+    defended: PurifiedClassifier
     sample: tuple[torch.Tensor, torch.Tensor]  # the first images, for the figures
 
     @property
@@ -137,6 +137,13 @@ class Report:
             lines[2:2] = [f"The first {ext['images']} images are those of `{ext['report']}` (its command: "
                           f"`{ext['command']}`; {ext['seconds']:.0f} s by its record); the seconds below count only "
                           "the images attacked by this command.", ""]
+        cost = record.get("exact_gradient_step")
+        if cost:
+            speed = record.get("seconds_per_prediction", {})
+            lines += [f"Cost: {speed.get('defended', float('nan')):.3g} s per defended prediction per image; one "
+                      f"exact-gradient attack step {cost['seconds_per_image']:.3g} s per image (batch {cost['batch']}, "
+                      f"segments of {cost['checkpoint_every']} steps); peak memory of the process "
+                      f"{record.get('peak_rss_mib') or cost.get('peak_rss_mib_after')} MiB.", ""]
         for eps_value, rows in self.rows.items():
             lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
         if self.checks:
@@ -156,19 +163,39 @@ class Report:
 
 
 def _as_defended(model: nn.Module, generator: nn.Module | None, encoder: nn.Module | None,
-                 projection: ProjectionConfig | None, domain: Domain) -> DefendedClassifier:
-    if isinstance(model, DefendedClassifier):
-        if generator is not None or encoder is not None or projection is not None:
-            raise TypeError("evaluate() got a DefendedClassifier and generator/encoder/projection: pass one or the other")
+                 projection: ProjectionConfig | None, purifier: Purifier | None, domain: Domain) -> PurifiedClassifier:
+    if isinstance(model, PurifiedClassifier):
+        if generator is not None or encoder is not None or projection is not None or purifier is not None:
+            raise TypeError(f"evaluate() got a {type(model).__name__} and generator/encoder/projection/purifier: "
+                            "pass one or the other")
         return model
     if not isinstance(model, nn.Module):
         raise TypeError(f"evaluate() needs an nn.Module, got {type(model).__name__}")
+    if purifier is not None:
+        if generator is not None or encoder is not None or projection is not None:
+            raise TypeError("evaluate() got purifier= and generator/encoder/projection: a projection is one purifier, "
+                            "pass one or the other")
+        if not isinstance(purifier, Purifier):
+            raise TypeError(f"purifier= must be a manifold_defense.purifiers.Purifier, got {type(purifier).__name__}; "
+                            "wrap your module: as_purifier(module, randomized=..., pixel_range=...)")
+        if tuple(purifier.pixel_range) != tuple(domain.pixel_range):
+            raise ValueError(f"the purifier works in the pixel range {purifier.pixel_range} but the {domain.name} "
+                             f"images are in {domain.pixel_range}")
+        return PurifiedClassifier(model, purifier).eval()
     if generator is None:
-        raise TypeError("evaluate() needs a DefendedClassifier, or a classifier with generator= (and optionally "
-                        "encoder= and projection=)")
+        raise TypeError("evaluate() needs a defended model (PurifiedClassifier or DefendedClassifier), or a classifier "
+                        "with purifier=, or with generator= (and optionally encoder= and projection=)")
     config = projection or (ProjectionConfig(pixel_range=domain.pixel_range) if encoder is not None else
                             ProjectionConfig(restarts=10, steps=100, init_std=1.0, pixel_range=domain.pixel_range))
     return DefendedClassifier(model, generator, config, encoder=encoder).eval()
+
+
+def describe_purifier(defended: PurifiedClassifier) -> dict[str, Any]:
+    """What a report records about the defense: the projection's settings, or the purifier's class and repr."""
+    if isinstance(defended, DefendedClassifier):
+        return {"kind": "projection", "projection": defended.config.to_dict(), "encoder": defended.encoder is not None}
+    p = defended.purifier
+    return {"kind": type(p).__name__, "settings": p.extra_repr(), "randomized": p.randomized}
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -185,6 +212,7 @@ def evaluate(
     generator: nn.Module | None = None,
     encoder: nn.Module | None = None,
     projection: ProjectionConfig | None = None,
+    purifier: Purifier | None = None,
     domain: str | Domain = "fashion_mnist",
     num_images: int = 500,
     suite: SuiteConfig | None = None,
@@ -194,11 +222,14 @@ def evaluate(
     """Run the honest report on a defended model.
 
     Args:
-        model: a :class:`DefendedClassifier`, or a classifier to put behind ``generator``'s projection.
+        model: a defended model (:class:`PurifiedClassifier`, :class:`DefendedClassifier`), or a classifier
+            to put behind ``purifier`` or behind ``generator``'s projection.
         x, y: test images (N, C, H, W) in the domain's pixel range and labels (N,); None: the first
             ``num_images`` test images of ``domain``. They are copied to the model's device, never modified.
         generator, encoder, projection: with a bare classifier, the defense to build around it (default
             projection: 10 random restarts x 100 steps, or the encoder warm start + 50 steps).
+        purifier: with a bare classifier, any other purifier (:mod:`manifold_defense.purifiers`;
+            ``as_purifier(module, randomized=...)`` for your own module).
         domain: the images' domain (pixel range, classes, budgets).
         num_images: how many test images of the domain when ``x`` is None.
         suite: the attacks and their budgets (default: :data:`DEFAULT_ATTACKS` at the suite's budgets).
@@ -210,14 +241,14 @@ def evaluate(
         all ranks, the others hold their own).
 
     Raises:
-        TypeError: a model that is neither a DefendedClassifier nor a classifier with a generator.
+        TypeError: a model that is neither a defended model nor a classifier with a purifier or generator.
         ValueError: images that do not fit the domain, an ``extend`` report of another evaluation,
             nothing left to attack, or fewer batches than processes.
     """
     dom = get_domain(domain) if isinstance(domain, str) else domain
     opts = options or ReportOptions()
-    defended = _as_defended(model, generator, encoder, projection, dom)
-    if tuple(defended.image_shape) != tuple(dom.image_shape):
+    defended = _as_defended(model, generator, encoder, projection, purifier, dom)
+    if isinstance(defended, DefendedClassifier) and tuple(defended.image_shape) != tuple(dom.image_shape):
         raise ValueError(f"the defense's generator makes images of shape {tuple(defended.image_shape)} but the "
                          f"{dom.name} images are {dom.image_shape}")
     if (x is None) != (y is None):
@@ -238,8 +269,7 @@ def evaluate(
     n = len(x)
     n_batches = (n + base.batch_size - 1) // base.batch_size
     batch_sizes = [min(base.batch_size, n - b * base.batch_size) for b in range(n_batches)]
-    described = {"spec": opts.name, "classifier": opts.classifier_name, "projection": defended.config.to_dict(),
-                 "encoder": defended.encoder is not None}
+    described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
     previous = _previous_report(opts.extend, dom, eps_list, base, described) if opts.extend else None
     done = previous["n"] // base.batch_size if previous else 0
     if done >= n_batches:
@@ -250,10 +280,11 @@ def evaluate(
     mine = list(range(done + rank, n_batches, world))  # each batch keeps its index, hence its seed
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
+    step_cost = _exact_step_cost(defended, x[:base.batch_size], y[:base.batch_size], base.checkpoint_every)
     cache = None
     if opts.cache:
-        fingerprint = model_fingerprint(classifier, defended.generator, defended.encoder, defended.operator,
-                                        extra=[defended.config.to_dict(), defended.gradient])
+        fingerprint = model_fingerprint(classifier, defended.purifier, extra=[describe_purifier(defended),
+                                                                             defended.gradient])
         cache = BatchCache(opts.cache, fingerprint=fingerprint)
     start = time.monotonic()
     per_eps: dict[float, list[Row]] = {}
@@ -280,12 +311,15 @@ def evaluate(
             partial = _record(opts, described, base, dom, per_eps, [], time.monotonic() - start, world, n, eps_list,
                               device)
             partial["seconds_per_prediction"] = speed
+            partial["exact_gradient_step"] = step_cost
             partial["checks_status"] = "running: this file is rewritten with the checks when they finish"
             Report(partial, per_eps, [], defended, sample).write(opts.partial_out, figures=False)
         found = _run_checks(classifier, defended, x[:opts.check_n], y[:opts.check_n], base, main_eps, large_eps,
                             per_eps[main_eps], cache, effort=opts.effort_check, robust_training=opts.robust_training)
     record = _record(opts, described, base, dom, per_eps, found, time.monotonic() - start, world, n, eps_list, device)
     record["seconds_per_prediction"] = speed
+    record["exact_gradient_step"] = step_cost
+    record["peak_rss_mib"] = _peak_rss_mib()
     if previous is not None:
         # Images 0..k-1 come from the extended report (its command, code version and seconds);
         # "seconds" above counts only the images attacked here.
@@ -331,7 +365,31 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
 
 
 @torch.no_grad()
-def _seconds_per_prediction(classifier: nn.Module, defended: DefendedClassifier, x: torch.Tensor) -> dict[str, float]:
+def _peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (Linux reports KiB; None where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _exact_step_cost(defended: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
+                     checkpoint_every: int) -> dict[str, float | None]:
+    """Seconds per image of one exact-gradient attack step (the deployed purifier's forward, the
+    classifier, the backward pass to x) on one batch, and the process's peak memory after it."""
+    surrogate = ExactGradient(defended, checkpoint_every=checkpoint_every)
+    x_in = x.detach().clone().requires_grad_(True)
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(surrogate(x_in), y)
+    torch.autograd.grad(loss, x_in)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return {"seconds_per_image": round((time.perf_counter() - start) / len(x), 5), "batch": len(x),
+            "checkpoint_every": checkpoint_every, "peak_rss_mib_after": _peak_rss_mib()}
+
+
+def _seconds_per_prediction(classifier: nn.Module, defended: PurifiedClassifier, x: torch.Tensor) -> dict[str, float]:
     """Wall-clock seconds per image of one batched prediction (after a warm-up call), per model."""
     out = {}
     for name, model in (("undefended", classifier), ("defended", defended)):
@@ -346,7 +404,7 @@ def _seconds_per_prediction(classifier: nn.Module, defended: DefendedClassifier,
     return out
 
 
-def _run_checks(classifier: nn.Module, defended: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+def _run_checks(classifier: nn.Module, defended: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
                 base: SuiteConfig, eps: float, large_eps: float, rows: list[Row],
                 cache: BatchCache | None = None, effort: bool = True,
                 robust_training: str | None = None) -> list[checks.Check]:
@@ -442,8 +500,8 @@ def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], ba
              "seed": (old.get("seed"), base.seed, None),
              "suite": (old.get("suite", {}), base.to_dict(), SuiteConfig(domain=base.domain).to_dict()),
              "defense": ({k: v for k, v in old.get("defense", {}).items() if k != "projection"},
-                         {k: v for k, v in described.items() if k != "projection"}, {}),
-             "projection": (old.get("defense", {}).get("projection", {}), described["projection"],
+                         {k: v for k, v in described.items() if k != "projection"}, {"kind": "projection"}),
+             "projection": (old.get("defense", {}).get("projection", {}), described.get("projection", {}),
                             ProjectionConfig().to_dict())}
     for name, (was, now, defaults) in pairs.items():
         key = _changed(was, now, defaults) if defaults is not None else (None if was == now else name)
@@ -480,7 +538,7 @@ def _key(row: Row, protocol: str) -> str:
     return f"{row.model} | {row.attack}" + ("" if protocol == "one-shot" else f" | {protocol}")
 
 
-def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClassifier, x: torch.Tensor,
+def _figures(out: Path, per_eps: dict[float, list[Row]], defended: PurifiedClassifier, x: torch.Tensor,
              y: torch.Tensor, eps: float) -> None:
     import matplotlib
 
@@ -506,12 +564,14 @@ def _figures(out: Path, per_eps: dict[float, list[Row]], defended: DefendedClass
     fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
     plt.close(fig)
 
-    adv = APGD(eps=eps, steps=20, loss="dlr", bounds=defended.config.pixel_range, seed=0)(ExactGradient(defended), x, y).adversarial
-    projected = defended.project(adv).x_hat
+    adv = APGD(eps=eps, steps=20, loss="dlr", bounds=defended.pixel_range, seed=0)(ExactGradient(defended), x, y).adversarial
+    with torch.no_grad():
+        projected = defended.purifier(adv)
+    shown = "G(z*)" if isinstance(defended, DefendedClassifier) else "P(x_adv)"
     fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 1.2, 4), squeeze=False)
     for j in range(len(x)):
-        for i, (img, title) in enumerate(((x, "x"), (adv, f"exact-gradient APGD eps {eps:g}"), (projected, "G(z*)"))):
-            lo, hi = defended.config.pixel_range
+        for i, (img, title) in enumerate(((x, "x"), (adv, f"exact-gradient APGD eps {eps:g}"), (projected, shown))):
+            lo, hi = defended.pixel_range
             pixels = ((img[j].detach().cpu() - lo) / (hi - lo)).clamp(0, 1)  # shown in [0, 1]
             if pixels.shape[0] == 1:
                 axes[i, j].imshow(pixels[0], cmap="gray", vmin=0, vmax=1)

@@ -35,6 +35,7 @@ TRAINING_SCRIPTS = {
                                           "EncoderConfig"),
     "manifold_defense.training.wgan_gp": ("manifold_defense.training.wgan_gp", "manifold_defense.training.wgan_gp",
                                           "WGANConfig"),
+    "manifold_defense.training.ddpm": ("manifold_defense.training.ddpm", "manifold_defense.training.ddpm", "DDPMConfig"),
 }
 
 
@@ -69,7 +70,8 @@ def reports_table(root: Path) -> str:
             command = f"torchrun --nproc_per_node {world} -m " + command[len("python -m "):]
         extends = record.get("extends")
         note = f" (extends `{Path(extends['report']).name}`: its first {extends['images']} images)" if extends else ""
-        lines.append(f"| `{directory.as_posix()}`{note} | {record.get('n', '–')} | "
+        images = record.get("num_images", record.get("n", "–"))  # a certification's n is its draws, not images
+        lines.append(f"| `{directory.as_posix()}`{note} | {images} | "
                      f"{'–' if seconds is None else f'{float(seconds):,.0f}'} | {world} x {threads or '–'} | "
                      f"{_hours(None if seconds is None else float(seconds), world, threads)} | "
                      f"`{command.replace('|', '/')}` |")

@@ -12,6 +12,11 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
 
     python -m eval.robustness --import my_models --defense my_bundle/ ...      # my_models registers the
                                                       # bundle's own architectures (register_architecture)
+    python -m eval.robustness --purifier diffusion --t-star 100 --classifier classifier   # DiffPure with the
+                                                      # shipped DDPM in front of a classifier
+
+Any other purifier (your own module) goes through the same report from Python:
+``eval.evaluate(classifier, purifier=as_purifier(module, randomized=...))``.
 
 A thin command line over :func:`eval.report.evaluate` (the same report from Python). Writes
 ``OUT/robustness.json`` (every hyperparameter, versions, seed, timings, per-attack and
@@ -35,11 +40,13 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from manifold_defense import DefendedClassifier, ProjectionConfig, load
-from manifold_defense.checkpoint import CheckpointError, load_model, read_config
+from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, load
+from manifold_defense.diffusion import DiffusionPurifier
+from manifold_defense.models import DDPM
+from manifold_defense.checkpoint import CheckpointError, checkpoint_paths, load_model, read_config
 from manifold_defense.cli import ToolParser, integer, names, real, reals, run
 from manifold_defense.domains import Domain, resolve_domain, weights_path
-from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained
+from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
 
 from .report import DEFAULT_ATTACKS, ReportOptions, evaluate
 from .suite import ATTACKS, SuiteConfig
@@ -59,7 +66,7 @@ def _load_defense(spec: str, classifier: str | None, projection: str, domain: Do
     name = _classifier_name(spec, classifier)
     if name is not None:
         # A checkpoint path (stem of a .safetensors/.json pair) replaces the configuration's classifier.
-        own = name not in available(domain) and Path(name).with_suffix(".json").is_file()
+        own = name not in available(domain) and checkpoint_paths(name)[1].is_file()
         clf: str | torch.nn.Module = load_model(name).eval() if own else name
         defended = defended_pretrained(domain, defense="projection" if spec == "shipped" else spec, classifier=clf).eval()
     else:
@@ -74,6 +81,24 @@ def _load_defense(spec: str, classifier: str | None, projection: str, domain: Do
         # changing it in place touches nothing a caller owns): ~25% faster projection on CPU.
         defended.generator.to(memory_format=torch.channels_last)
     return defended
+
+
+def _load_diffusion(args: argparse.Namespace, domain: Domain) -> PurifiedClassifier:
+    """``--classifier`` (default: the standard ``classifier``) behind the DiffPure purifier of ``--ddpm``.
+
+    Raises:
+        ValueError: ``--ddpm`` is not a DDPM checkpoint, or a t* / steps it cannot run.
+    """
+    def load_any(name: str) -> torch.nn.Module:
+        own = name not in available(domain) and checkpoint_paths(name)[1].is_file()
+        return load_model(name) if own else load_pretrained(name, domain)
+
+    ddpm = load_any(args.ddpm).eval()
+    if not isinstance(ddpm, DDPM):
+        raise ValueError(f"--ddpm {args.ddpm}: a {type(ddpm).__name__} checkpoint, not a DDPM")
+    purifier = DiffusionPurifier(ddpm, t_star=args.t_star, steps=args.sampler_steps, eta=args.eta,
+                                 checkpoint_every=args.checkpoint_every)
+    return PurifiedClassifier(load_any(args.classifier or "classifier").eval(), purifier).eval()
 
 
 def _robust_training(classifier: str | None, domain: Domain) -> str | None:
@@ -113,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "configuration's classifier (default: the standard 'classifier' for --defense shipped)")
     parser.add_argument("--projection", default="default", choices=["default", "defense_gan"],
                         help="defense_gan: Defense-GAN's R=10, L=200 momentum settings, no encoder (~60x slower)")
+    parser.add_argument("--purifier", default="projection", choices=["projection", "diffusion"],
+                        help="diffusion: --classifier behind DiffPure with the DDPM of --ddpm (diffuse to --t-star, "
+                             "denoise in --sampler-steps steps) instead of a projection")
+    parser.add_argument("--ddpm", default="ddpm", help="a shipped DDPM's name or a checkpoint path (--purifier diffusion)")
+    parser.add_argument("--t-star", type=integer(1), default=100, help="diffusion timestep t* (--purifier diffusion)")
+    parser.add_argument("--sampler-steps", type=integer(1), default=None,
+                        help="reverse steps from t* to 0 (default t*: every timestep; --purifier diffusion)")
+    parser.add_argument("--eta", type=real(0.0, 1.0), default=1.0,
+                        help="1: stochastic DDPM-like reverse steps; 0: deterministic DDIM (--purifier diffusion)")
     parser.add_argument("--channels-last", action="store_true",
                         help="run the generator in channels_last memory format (same float32 math, faster on CPU)")
     parser.add_argument("--domain", default="fashion_mnist",
@@ -140,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=integer(1), default=SuiteConfig.draws,
                         help="N runs of a randomised defense for the worst-of-N and majority-vote verdicts")
     parser.add_argument("--checkpoint-every", type=integer(1), default=SuiteConfig.checkpoint_every,
-                        help="projection steps per recomputed segment of the exact gradient")
+                        help="projection (or sampler) steps per recomputed segment of the exact gradient")
     parser.add_argument("--check-n", type=integer(1), default=100, help="images used by the sanity checks")
     parser.add_argument("--cache", default=None,
                         help="keep finished (attack, batch) verdicts in this directory; rerunning the same command resumes")
@@ -197,12 +231,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                    latent_steps=10, square_queries=50, on_manifold_steps=10,
                                    batch_size=min(16, args.batch_size))
     torch.manual_seed(args.seed)
-    defended = _load_defense(args.defense, args.classifier, args.projection, domain, args.channels_last).to(args.device)
+    defended: PurifiedClassifier
+    if args.purifier == "diffusion":
+        if args.defense != "shipped" or args.projection != "default":
+            raise ValueError("--purifier diffusion replaces the projection: drop --defense and --projection")
+        defended = _load_diffusion(args, domain).to(args.device)
+    else:
+        defended = _load_defense(args.defense, args.classifier, args.projection, domain, args.channels_last).to(args.device)
     x, y = domain.load("test", limit=n)
     name = _classifier_name(args.defense, args.classifier)
     options = ReportOptions(checks=not args.no_checks, effort_check=not args.skip_effort_check, check_n=check_n,
                             large_eps=args.large_eps, cache=args.cache, extend=args.extend, partial_out=args.out,
-                            progress=True, name=args.defense, classifier_name=name,
+                            progress=True, name=args.defense if args.purifier == "projection" else "diffusion",
+                            classifier_name=name if args.purifier == "projection" else (args.classifier or "classifier"),
                             robust_training=_robust_training(name, domain),
                             command=" ".join(["python -m eval.robustness", *argv_list]),
                             channels_last=args.channels_last)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from attacks import APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
-from manifold_defense import DefendedClassifier
+from manifold_defense import DefendedClassifier, PurifiedClassifier
 from manifold_defense.domains import Domain, get_domain
 
 from .batch_cache import BatchCache
@@ -64,6 +64,7 @@ class SuiteConfig:
     apgd_t_steps: int = 100  # APGD-T iterations per target class (AutoAttack: 100)
     apgd_targets: int = 9  # APGD-T target classes (AutoAttack: 9)
     checkpoint_every: int = 10  # projection steps per recomputed segment of the exact gradient
+    surrogate_steps: int = 10  # iterations of the shortened purifier of the bpda_apgd_short surrogate
     eot_samples: int = 4  # gradient samples per step against a randomised defense
     eot_steps: int = 10
     draws: int = 10  # N runs of a randomised defense for worst-of-N and majority vote
@@ -104,17 +105,14 @@ class SuiteConfig:
         return {"domain": self.domain.name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}}
 
 
-def is_randomized(defended: DefendedClassifier) -> bool:
-    """Whether two runs of the defense on the same input can differ (fresh random restarts)."""
-    c = defended.config
-    if c.seed is not None:
-        return False
-    warm = defended.encoder is not None and c.use_encoder  # restart 0 is E(x), not a random draw
-    return c.restarts > (1 if warm else 0)
+def is_randomized(defended: PurifiedClassifier) -> bool:
+    """Whether two runs of the defense on the same input can differ (its purifier's declaration:
+    fresh random restarts of a projection, the noise of a diffusion purifier)."""
+    return defended.randomized
 
 
 Adversarials = dict[str, torch.Tensor]
-Runner = Callable[[nn.Module, DefendedClassifier, torch.Tensor, torch.Tensor, SuiteConfig], Adversarials]
+Runner = Callable[[nn.Module, PurifiedClassifier, torch.Tensor, torch.Tensor, SuiteConfig], Adversarials]
 
 
 @dataclass(frozen=True)
@@ -207,24 +205,24 @@ def _on_both(cfg: SuiteConfig, undefended: Callable[[], torch.Tensor] | None,
     return out
 
 
-def _clean(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _clean(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     return _on_both(cfg, lambda: x, lambda: x)
 
 
-def _fgsm(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _fgsm(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = FGSM(eps=cfg.eps, bounds=cfg.bounds)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
                     lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _pgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     # Through the defense as deployed (gradient="detached"): its gradient is zero, the masking an
     # evaluation must see through. The row is the symptom, kept to show it.
     attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
-def _pgd40_croce(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+def _pgd40_croce(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
                  cfg: SuiteConfig) -> Adversarials:
     """The evaluation attack of Croce, Andriushchenko & Hein 2019 (cleverhans' ``MadryEtAl`` as their
     ``attacks.py`` calls it): 40 steps of 2 eps / 40 from a uniform random start, one run, the final
@@ -235,33 +233,44 @@ def _pgd40_croce(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torc
                     lambda: attack(ExactGradient(d, checkpoint_every=cfg.checkpoint_every), x, y).adversarial)
 
 
-def _pgd_l2(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _pgd_l2(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = L2PGD(eps=cfg.l2_eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial,
                     lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _bpda_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _bpda_pgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = LinfPGD(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _bpda_apgd_amortised(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+def _bpda_apgd_amortised(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
                          cfg: SuiteConfig) -> Adversarials:
-    if d.encoder is None:
-        return {}
+    if not isinstance(d, DefendedClassifier) or d.encoder is None:
+        return {}  # a surrogate of projections with an encoder
     attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="dlr", bounds=cfg.bounds,
                   seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d, approximation="amortised"), x, y).adversarial)
 
 
-def _eot_pgd(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _bpda_apgd_short(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
+                     cfg: SuiteConfig) -> Adversarials:
+    if d.purifier.shortened(cfg.surrogate_steps) is None:
+        return {}  # a surrogate of iterative purifiers
+    eot = cfg.eot_samples if is_randomized(d) else 1
+    attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="dlr", eot_samples=eot,
+                  bounds=cfg.bounds, seed=cfg.seed)
+    surrogate = BPDA.from_defense(d, approximation="unroll", unroll_steps=cfg.surrogate_steps)
+    return _on_both(cfg, None, lambda: attack(surrogate, x, y).adversarial)
+
+
+def _eot_pgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = LinfPGD(eps=cfg.eps, steps=cfg.eot_steps, eot_samples=cfg.eot_samples, bounds=cfg.bounds, seed=cfg.seed)
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
 def _exact_apgd(loss: str) -> Runner:
-    def run(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    def run(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
         eot = cfg.eot_samples if is_randomized(d) else 1
         defended_attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
                                eot_samples=eot, bounds=cfg.bounds, seed=cfg.seed)
@@ -272,7 +281,7 @@ def _exact_apgd(loss: str) -> Runner:
     return run
 
 
-def _exact_apgd_t(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor,
+def _exact_apgd_t(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
                   cfg: SuiteConfig) -> Adversarials:
     targets = min(cfg.apgd_targets, cfg.domain.num_classes - 1)
     eot = cfg.eot_samples if is_randomized(d) else 1
@@ -283,17 +292,21 @@ def _exact_apgd_t(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: tor
     return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
 
 
-def _latent(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _latent(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    if not isinstance(d, DefendedClassifier):
+        return {}  # an attack in a generator's latent space
     return _on_both(cfg, None, lambda: LatentAttack(eps=cfg.eps, steps=cfg.latent_steps)(d, x, y).adversarial)
 
 
-def _square(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _square(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     attack = TorchAttack("Square", eps=cfg.eps, n_queries=cfg.square_queries, seed=cfg.seed, bounds=cfg.bounds)
     return _on_both(cfg, lambda: attack(clf, x, y).adversarial, lambda: attack(d, x, y).adversarial)
 
 
-def _on_manifold(clf: nn.Module, d: DefendedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+def _on_manifold(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     """Standard variant from the projection z*(x): is C (resp. the defense) still right on G(z')?"""
+    if not isinstance(d, DefendedClassifier):
+        return {}  # pairs on a generator's range
     z = d.project(x).z
     result = OnManifoldAttack(eta=cfg.on_manifold_eta, steps=cfg.on_manifold_steps, variant="standard",
                               seed=cfg.seed)(d.classifier, d.generator, z)
@@ -312,6 +325,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
                needs_defense=True),
     AttackSpec("bpda_apgd_amortised", "APGD-DLR, BPDA via G(E(x))", _bpda_apgd_amortised, _linf, "bpda-amortised",
                iterative=True, adaptive=True, needs_defense=True),
+    AttackSpec("bpda_apgd_short", "APGD-DLR, BPDA via the purifier shortened", _bpda_apgd_short, _linf,
+               "bpda-shortened", iterative=True, adaptive=True, needs_defense=True),
     AttackSpec("eot_pgd", "EOT-BPDA-PGD", _eot_pgd, _linf, "bpda-identity", iterative=True, adaptive=True,
                needs_defense=True),
     AttackSpec("exact_apgd_ce", "APGD-CE, exact gradient", _exact_apgd("ce"), _linf, "exact-gradient",
@@ -347,7 +362,7 @@ def _judge(model: nn.Module, adv: torch.Tensor, y: torch.Tensor, draws: int) -> 
 
 def run_suite(
     classifier: nn.Module,
-    defended: DefendedClassifier,
+    defended: PurifiedClassifier,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: SuiteConfig,

@@ -38,11 +38,20 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, tampered with, or not of this format."""
 
 
-def _paths(stem: str | Path) -> tuple[Path, Path]:
+def checkpoint_paths(stem: str | Path) -> tuple[Path, Path]:
+    """The (weights, JSON) files of a checkpoint stem; dots in the name are kept (``noise_0.25``).
+
+    Example:
+        >>> [p.name for p in checkpoint_paths("runs/noise_0.25")]
+        ['noise_0.25.safetensors', 'noise_0.25.json']
+    """
     stem = Path(stem)
     if stem.suffix in (".json", ".safetensors"):
         stem = stem.with_suffix("")
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    return Path(f"{stem}.safetensors"), Path(f"{stem}.json")
+
+
+_paths = checkpoint_paths
 
 
 def _sha256(path: Path) -> str:

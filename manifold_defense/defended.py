@@ -1,4 +1,5 @@
-"""``DefendedClassifier``: classify the projection of the input onto the generator's range.
+"""The defended wrapper: a classifier behind any purifier (:class:`PurifiedClassifier`), and its
+projection form C(G(z*(x))) (:class:`DefendedClassifier`, Defense-GAN).
 
 Example:
     >>> import torch
@@ -11,22 +12,108 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .projection import ProjectionConfig, ProjectionResult, latent_dim_of, project_checked
-from .validation import check_images, module_device_dtype
+from .projection import ProjectionConfig, ProjectionResult
+from .purifiers import ProjectionPurifier, Purifier
 
-__all__ = ["DefendedClassifier", "GradientMode"]
+__all__ = ["PurifiedClassifier", "DefendedClassifier", "GradientMode"]
 
 GradientMode = Literal["detached", "bpda", "exact", "unrolled"]
 
 
-class DefendedClassifier(nn.Module):
-    """C(G(z*(x))): a classifier behind a projection onto a generator's range (Defense-GAN).
+class PurifiedClassifier(nn.Module):
+    """C(P(x)): any classifier behind any purifier (:mod:`manifold_defense.purifiers`).
+
+    Args:
+        classifier: C, images -> logits.
+        purifier: P, a :class:`~manifold_defense.purifiers.Purifier` (wrap a plain module with
+            :func:`~manifold_defense.purifiers.as_purifier`).
+        gradient: what ``forward`` gives autograd with respect to x: ``"detached"`` (default; P is
+            a constant, what a naive white-box attacker sees), ``"bpda"`` (the backward pass treats P
+            as the identity) or ``"exact"`` (P's own exact gradient as deployed: what an adaptive
+            attacker uses).
+
+    The wrapped modules become submodules (``.to()``, ``.eval()``, ``state_dict`` reach them); the
+    wrapper never changes their mode, device or weights.
+
+    Shape:
+        input (N, C, H, W) in the purifier's pixel range; output (N, num_classes).
+
+    Raises:
+        TypeError: a classifier that is not an ``nn.Module``, or a purifier that is not a ``Purifier``.
+        ValueError: an unknown ``gradient``.
+
+    Example:
+        >>> import torch
+        >>> from manifold_defense import PurifiedClassifier, as_purifier
+        >>> from manifold_defense.models import MLP
+        >>> smooth = as_purifier(torch.nn.AvgPool2d(3, stride=1, padding=1), randomized=False)
+        >>> PurifiedClassifier(MLP(), smooth).eval()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    GRADIENTS: tuple[str, ...] = ("detached", "bpda", "exact")
+    PART = "purifier"  # what error messages call the part in front of the classifier
+
+    def __init__(self, classifier: nn.Module, purifier: Purifier, *, gradient: GradientMode = "detached") -> None:
+        super().__init__()
+        if not isinstance(classifier, nn.Module):
+            raise TypeError("classifier must be a torch.nn.Module")
+        if not isinstance(purifier, Purifier):
+            raise TypeError(f"purifier must be a manifold_defense.purifiers.Purifier, got {type(purifier).__name__}; "
+                            "wrap your module: as_purifier(module, randomized=...)")
+        if gradient not in self.GRADIENTS:
+            raise ValueError(f"gradient must be one of {self.GRADIENTS}, got {gradient!r}")
+        self.classifier = classifier
+        self.purifier = purifier
+        self.gradient: GradientMode = gradient
+
+    @property
+    def randomized(self) -> bool:
+        """Whether two runs of the defense on one input can differ (the purifier's declaration)."""
+        return self.purifier.randomized
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        return self.purifier.pixel_range
+
+    def purify_exact(self, x: torch.Tensor, *, checkpoint_every: int | None = None) -> torch.Tensor:
+        """P(x) with the exact gradient of the deployed purifier (whatever ``self.gradient`` says)."""
+        return self.purifier.exact(x, checkpoint_every=checkpoint_every)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """P(x), with the gradient behaviour of ``self.gradient``."""
+        if self.gradient == "exact":
+            return self.purify_exact(x)
+        with torch.no_grad():
+            x_hat = self.purifier(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return x_hat
+        if self.gradient == "bpda":
+            return x + (x_hat - x).detach()  # value P(x), gradient the identity
+        return x_hat + 0.0 * x  # in the caller's graph, with zero gradient: the purifier is a constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_hat = self.purify(x)
+        try:
+            return self.classifier(x_hat)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the classifier rejected the {self.PART}'s images of shape {tuple(x_hat.shape[1:])} (C, H, W): "
+                f"classifier and {self.PART} do not match ({exc})"
+            ) from exc
+
+    def extra_repr(self) -> str:
+        return f"gradient={self.gradient}, randomized={self.randomized}"
+
+
+class DefendedClassifier(PurifiedClassifier):
+    """C(G(z*(x))): a classifier behind a projection onto a generator's range (Defense-GAN): a
+    :class:`PurifiedClassifier` whose purifier is a :class:`~manifold_defense.purifiers.ProjectionPurifier`.
 
     Args:
         classifier: C, images -> logits.
@@ -47,8 +134,7 @@ class DefendedClassifier(nn.Module):
             steps x restarts; also reaches the generator's parameters).
         checkpoint_every: steps per recomputed segment in ``"exact"`` mode.
 
-    The wrapped modules become submodules (so ``.to()``, ``.eval()`` and ``state_dict`` reach them),
-    but the wrapper itself never changes their mode, device or weights.
+    ``generator``, ``encoder``, ``operator``, ``config`` and ``latent_dim`` are the purifier's.
 
     Shape:
         input (N, C, H, W) matching G's output; output (N, num_classes).
@@ -58,6 +144,10 @@ class DefendedClassifier(nn.Module):
             declared ``output_range`` reaches outside ``config.pixel_range``, a generator whose output is not
             (n, C, H, W), or ``config.steps == 0`` (the amortised projection G(E(x))) without an encoder.
     """
+
+    GRADIENTS = ("detached", "bpda", "exact", "unrolled")
+    PART = "generator"
+    purifier: ProjectionPurifier
 
     def __init__(
         self,
@@ -71,79 +161,65 @@ class DefendedClassifier(nn.Module):
         gradient: GradientMode = "detached",
         checkpoint_every: int = 10,
     ) -> None:
-        super().__init__()
         if not isinstance(classifier, nn.Module) or not isinstance(generator, nn.Module):
             raise TypeError("classifier and generator must be torch.nn.Module instances")
-        if gradient not in ("detached", "bpda", "exact", "unrolled"):
+        if gradient not in self.GRADIENTS:
             raise ValueError(f"gradient must be 'detached', 'bpda', 'exact' or 'unrolled', got {gradient!r}")
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
-        self.classifier = classifier
-        self.generator = generator
-        self.operator = operator
-        self.encoder = encoder
-        self.config = config or ProjectionConfig()
-        self.latent_dim = latent_dim_of(generator, latent_dim)
-        self.gradient: GradientMode = gradient
-        self.checkpoint_every = checkpoint_every
-        out_range = getattr(generator, "output_range", None)
-        lo, hi = self.config.pixel_range
-        if out_range is not None and not (lo <= float(out_range[0]) and float(out_range[1]) <= hi):
-            raise ValueError(
-                f"the generator outputs pixels in {tuple(out_range)} but the projection expects images in "
-                f"{tuple(self.config.pixel_range)}: wrap it, RangeAdapter(G, from_range={tuple(out_range)}, "
-                f"to_range={tuple(self.config.pixel_range)}) (manifold_defense.generator_contract)"
-            )
-        self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
-        if self.config.steps == 0 and (encoder is None or not self.config.use_encoder):
-            raise ValueError("a projection with steps=0 is the amortised projection G(E(x)) and needs an encoder "
-                             "(encoder=..., config.use_encoder=True); without one it would classify a random G(z)")
-        if encoder is None and self.config.restarts == 1 and self.config.steps > 0:
-            warnings.warn(
-                "projecting with one random restart and no encoder warm start is a weak defense; pass an encoder "
-                "or use more restarts, e.g. ProjectionConfig(restarts=10, steps=100, init_std=1.0)",
-                stacklevel=2,
-            )
+        purifier = ProjectionPurifier(generator, config, operator=operator, encoder=encoder, latent_dim=latent_dim,
+                                      checkpoint_every=checkpoint_every)
+        super().__init__(classifier, purifier, gradient=gradient)
+
+    # The projection's parts, read and set through the purifier.
+    @property
+    def generator(self) -> nn.Module:
+        return self.purifier.generator
+
+    @property
+    def encoder(self) -> nn.Module | None:
+        return self.purifier.encoder
+
+    @encoder.setter
+    def encoder(self, value: nn.Module | None) -> None:
+        self.purifier.encoder = value
+
+    @property
+    def operator(self) -> nn.Module | None:
+        return self.purifier.operator
+
+    @property
+    def config(self) -> ProjectionConfig:
+        return self.purifier.config
+
+    @config.setter
+    def config(self, value: ProjectionConfig) -> None:
+        self.purifier.config = value
+
+    @property
+    def latent_dim(self) -> int:
+        return self.purifier.latent_dim
+
+    @property
+    def checkpoint_every(self) -> int:
+        return int(self.purifier.checkpoint_every or 10)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         """(C, H, W) of G's output (probed once with one latent vector if G does not declare it)."""
-        if self._image_shape is None:
-            device, dtype = module_device_dtype(self.generator)
-            with torch.no_grad():
-                out = self.generator(torch.zeros(1, self.latent_dim, device=device, dtype=dtype))
-            if out.dim() != 4:
-                raise ValueError(f"generator output must be (n, C, H, W), got {tuple(out.shape)}")
-            self._image_shape = tuple(out.shape[1:])
-        return self._image_shape
+        return self.purifier.image_shape
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate a batch for this model (see :func:`manifold_defense.validation.check_images`)."""
-        device, dtype = module_device_dtype(self.generator)
-        return check_images(x, shape=self.image_shape, pixel_range=self.config.pixel_range, device=device, dtype=dtype)
+        return self.purifier.check_input(x)
 
     def project(
         self, x: torch.Tensor, *, rng: torch.Generator | None = None, create_graph: bool = False,
         config: ProjectionConfig | None = None, checkpoint_every: int | None = None,
     ) -> ProjectionResult:
-        """Project x onto G's range; see :func:`manifold_defense.projection.project`.
-
-        Args:
-            x: images (N, C, H, W).
-            rng: CPU generator for the restarts (default: ``config.seed`` or torch's global RNG).
-            create_graph: give ``x_hat`` the exact gradient of the optimisation with respect to x.
-            config: override the model's projection settings for this call.
-            checkpoint_every: with ``create_graph``, recompute segments of this many steps in the
-                backward pass instead of keeping every step (same gradient, bounded memory).
-        """
-        cfg = config or self.config
-        device, dtype = module_device_dtype(self.generator)
-        # The one validation of this call (project_checked does not repeat it).
-        check_images(x, shape=self.image_shape, pixel_range=cfg.pixel_range, device=device, dtype=dtype)
-        return project_checked(
-            self.generator, x, cfg, operator=self.operator, encoder=self.encoder,
-            rng=rng, latent_dim=self.latent_dim, create_graph=create_graph, checkpoint_every=checkpoint_every,
-        )
+        """Project x onto G's range; see :meth:`ProjectionPurifier.project`."""
+        return self.purifier.project(x, rng=rng, create_graph=create_graph, config=config,
+                                     checkpoint_every=checkpoint_every)
 
     def purify(self, x: torch.Tensor, *, rng: torch.Generator | None = None) -> torch.Tensor:
         """The projected images G(z*), with the gradient behaviour of ``self.gradient``."""
@@ -156,16 +232,6 @@ class DefendedClassifier(nn.Module):
         if self.gradient == "bpda":
             return x + (x_hat - x).detach()  # value G(z*), gradient the identity
         return x_hat + 0.0 * x  # in the caller's graph, with zero gradient: the projection is a constant
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_hat = self.purify(x)
-        try:
-            return self.classifier(x_hat)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the classifier rejected the generator's images of shape {tuple(x_hat.shape[1:])} (C, H, W): "
-                f"classifier and generator do not match ({exc})"
-            ) from exc
 
     def extra_repr(self) -> str:
         c = self.config

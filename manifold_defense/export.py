@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_model, save_model
-from .defended import DefendedClassifier
+from .defended import DefendedClassifier, PurifiedClassifier
 from .domains import Domain
 from .operators import Identity
 from .projection import ProjectionConfig, ProjectionLoop
@@ -105,24 +105,50 @@ def _scriptable(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptMod
         return torch.jit.trace(module, example)
 
 
-def export(defended: DefendedClassifier, path: str | Path) -> Path:
+class _PurifiedForExport(nn.Module):
+    """C(P(x)) with P run as deployed (no gradient tricks): what a generic purifier exports as."""
+
+    def __init__(self, classifier: nn.Module, purifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier, self.purifier = classifier, purifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.purifier(x))
+
+
+def export(defended: PurifiedClassifier, path: str | Path, *, image_shape: tuple[int, ...] | None = None) -> Path:
     """Write ``defended`` as one TorchScript file that runs with only torch installed.
+
+    A projection defense (:class:`DefendedClassifier`) is scripted with its whole optimisation loop;
+    any other purifier is scripted, or traced at ``image_shape`` when its code does not script (a
+    trace keeps a fixed loop and fresh random draws, e.g. a diffusion sampler's, but not
+    data-dependent control flow: check the exported model's accuracy).
 
     Args:
         defended: the model to ship (copied; nothing of it is changed).
         path: the ``.pt`` file to write.
+        image_shape: (C, H, W) of the inputs, needed to trace a purifier that is not a projection.
 
     Returns:
         The path written.
 
     Raises:
-        TypeError: ``defended`` is not a :class:`DefendedClassifier`.
+        TypeError: ``defended`` is not a :class:`PurifiedClassifier`.
+        ValueError: a non-projection purifier without ``image_shape``.
         RuntimeError: a part neither scripts nor traces.
     """
-    if not isinstance(defended, DefendedClassifier):
-        raise TypeError(f"export needs a DefendedClassifier, got {type(defended).__name__}")
+    if not isinstance(defended, PurifiedClassifier):
+        raise TypeError(f"export needs a PurifiedClassifier or DefendedClassifier, got {type(defended).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(defended, DefendedClassifier):
+        if image_shape is None:
+            raise ValueError(f"export of a {type(defended.purifier).__name__} needs image_shape=(C, H, W) to trace it")
+        generic = _PurifiedForExport(copy.deepcopy(defended.classifier), copy.deepcopy(defended.purifier)).eval().cpu()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation and tracer warnings: the trace is checked by its user
+            _scriptable(generic, torch.zeros(2, *image_shape)).save(str(path))
+        return path
     image = torch.zeros(1, *defended.image_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export,

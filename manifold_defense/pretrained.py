@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, checkpoint_paths, load_model
 from .defended import DefendedClassifier
 from .domains import Domain, get_domain
 from .projection import ProjectionConfig
@@ -85,7 +85,7 @@ def load_pretrained(name: str, domain: str | Domain = "fashion_mnist", *,
     """
     root = _dir(domain)
     d = get_domain(domain).name
-    if root is None or not (root / name).with_suffix(".json").is_file():
+    if root is None or not checkpoint_paths(root / name)[1].is_file():
         raise CheckpointError(f"no shipped checkpoint {d}/{name}; available: {available(domain)}")
     return load_model(root / name, map_location=map_location)
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from .validation import check_images, module_device_dtype
 
-__all__ = ["SmoothedClassifier", "ABSTAIN", "clopper_pearson_lower", "binomial_p_value"]
+__all__ = ["SmoothedClassifier", "SoftSmoothed", "ABSTAIN", "clopper_pearson_lower", "binomial_p_value"]
 
 ABSTAIN = -1
 """The label :meth:`SmoothedClassifier.predict` and :meth:`SmoothedClassifier.certify` return when they abstain."""
@@ -196,3 +196,45 @@ class SmoothedClassifier(nn.Module):
             else:
                 radii[i] = self.sigma * float(normal.icdf(torch.tensor(p_a, dtype=torch.float64)))
         return labels.to(x.device), radii.to(x.device)
+
+
+class SoftSmoothed(nn.Module):
+    """log( (1/m) sum_i softmax(f(x + sigma * e_i)) ), e_i ~ N(0, I) drawn afresh at every call: the
+    Monte Carlo estimate of the smoothed *soft* classifier that SmoothAdv attacks and trains against
+    (Salman et al. 2019, "Provably Robust Deep Learning via Adversarially Trained Smoothed Classifiers").
+
+    The output is a log-probability vector, so cross-entropy on it is -log of the smoothed
+    probability of the label; its gradient with respect to x is the one their attack uses.
+
+    Args:
+        smoothed: the smoothed classifier (its base f and sigma).
+        samples: m, noise draws per image and call (all images' draws go through f as one batch).
+
+    Shape:
+        (N, C, H, W) -> (N, num_classes) log-probabilities.
+
+    Raises:
+        ValueError: samples < 1.
+
+    Example:
+        >>> import torch
+        >>> from manifold_defense.smoothing import SmoothedClassifier, SoftSmoothed
+        >>> base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> soft = SoftSmoothed(SmoothedClassifier(base, num_classes=3, sigma=0.5), samples=8)
+        >>> out = soft(torch.rand(2, 1, 2, 2))
+        >>> out.shape, bool(torch.allclose(out.exp().sum(1), torch.ones(2)))
+        (torch.Size([2, 3]), True)
+    """
+
+    def __init__(self, smoothed: SmoothedClassifier, samples: int) -> None:
+        super().__init__()
+        if not isinstance(smoothed, SmoothedClassifier):
+            raise TypeError(f"smoothed must be a SmoothedClassifier, got {type(smoothed).__name__}")
+        self.smoothed, self.samples = smoothed, _check_positive_int(samples, "samples")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, m = x.shape[0], self.samples
+        noisy = x.repeat_interleave(m, dim=0)
+        noisy = noisy + self.smoothed.sigma * torch.randn_like(noisy)
+        probs = torch.softmax(self.smoothed.base(noisy), dim=1).view(n, m, -1).mean(1)
+        return probs.clamp_min(1e-12).log()

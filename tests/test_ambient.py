@@ -74,3 +74,15 @@ def test_the_unmeasured_baseline_trains_on_inverted_measurements(tmp_path: Path,
     assert read_config(tmp_path / "u")["metadata"]["config"]["unmeasured"] is True
     with pytest.raises(ValueError, match="unmeasured needs"):
         wgan_gp.train(wgan_gp.WGANConfig(**base, out=str(tmp_path / "v"), unmeasured=True))
+
+
+def test_training_resumes_from_its_saved_state(tmp_path: Path) -> None:
+    data = _ones_domain(tmp_path)
+    base = dict(domain="ones", data_dir=str(data), dim=4, batch_size=8, critic_iters=1, device="cpu", save_every=2,
+                measurement="dropout:0.9", out=str(tmp_path / "r"))
+    first = wgan_gp.train(wgan_gp.WGANConfig(**base, iterations=4))
+    assert first is not None and (tmp_path / "r.state.json").is_file()
+    wgan_gp.train(wgan_gp.WGANConfig(**base, iterations=6, resume=True))
+    meta = read_config(tmp_path / "r")["metadata"]
+    assert meta["iterations_done"] == 6
+    assert [p["iteration"] for p in meta["learning_curve"]] == [2, 4, 6]  # the first run's points kept

@@ -40,3 +40,83 @@ def test_a_denoiser_clips_the_noisy_input_into_the_pixel_range(tmp_path: Path) -
     probe = certify.ClampInput(torch.nn.Identity(), (0.0, 1.0))
     seen.append(probe(torch.tensor([-2.0, 0.5, 3.0])))
     assert seen[0].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_the_report_attacks_the_smoothed_classifier_and_counts_soundness(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    record = certify.main(["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch",
+                           "4", "--attack-radii", "0.1,0.5", "--out", str(tmp_path / "r")])
+    assert record is not None and record["attack"]["radii"] == [0.1, 0.5]
+    res = record["results"]["0.5"]
+    examples = res["per_example"]
+    for r in ("0.1", "0.5"):
+        sound = res["soundness"][r]
+        certified_here = sum(1 for c, rad in zip(examples["correct"], examples["radius"]) if c and rad >= float(r))
+        assert sound["tried"] == certified_here
+        assert sound["held"] + sound["abstained"] + sound["changed"] == sound["tried"]
+        assert sound["changed"] == 0  # an attack inside a certified radius contradicts no certificate
+        assert len(examples["attacked"][r]) == 8 and 0.0 <= res["empirical_accuracy"][r] <= 1.0
+    assert "SmoothAdv" in (tmp_path / "r" / "certify.md").read_text()
+
+
+def test_the_diffusion_denoiser_matches_the_noise_level(tmp_path: Path) -> None:
+    from manifold_defense.diffusion import OneShotDenoiser
+    from manifold_defense.models import DDPM
+
+    torch.manual_seed(0)
+    save_model(DDPM(width=4, timesteps=200, max_t=150), tmp_path / "ddpm")
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    record = certify.main(["--classifier", str(tmp_path / "clf"), "--denoiser", "diffusion", "--ddpm",
+                           str(tmp_path / "ddpm"), "--sigma", "0.1,0.25", "--quick", "--num-images", "4",
+                           "--images-per-batch", "4", "--attack-radii", "0.25", "--out", str(tmp_path / "d")])
+    assert record is not None and set(record["results"]) == {"0.1", "0.25"}
+    base = certify.build_base(str(tmp_path / "clf"), "diffusion", certify.resolve_domain("fashion_mnist", None), 0.25,
+                              str(tmp_path / "ddpm"))
+    denoiser = base[0]
+    assert isinstance(denoiser, OneShotDenoiser)
+    ab = float(denoiser.ddpm.alpha_bar[denoiser.t])
+    assert abs(((1 - ab) / ab) ** 0.5 - 0.5) < 0.02  # noise-to-signal of t = 2 sigma in the [-1, 1] scale
+    import pytest
+
+    with pytest.raises(ValueError, match="max_t"):
+        certify.build_base(str(tmp_path / "clf"), "diffusion", certify.resolve_domain("fashion_mnist", None), 1.0,
+                           str(tmp_path / "ddpm"))
+
+
+def test_the_certification_table_puts_reports_side_by_side(tmp_path: Path) -> None:
+    from eval import certify_table
+
+    torch.manual_seed(2)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    for sigma in ("0.25", "0.5"):
+        certify.main(["--classifier", str(tmp_path / "clf"), "--sigma", sigma, "--quick", "--images-per-batch", "4",
+                      "--attack-radii", "0.5", "--out", str(tmp_path / sigma)])
+    text = certify_table.main(["--reports", f"{tmp_path / '0.25'},{tmp_path / '0.5'}", "--radii", "0.5,1",
+                               "--radius", "0.5"])
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "sigma" not in line]
+    assert len(lines) == 2 and all("(" in line for line in lines)  # certified (empirical) at r = 0.5
+    records = [json.loads((tmp_path / s / "certify.json").read_text()) for s in ("0.25", "0.5")]
+    label, sigma, acc = certify_table.best_at(records, 0.5)
+    assert acc == max(r["results"][s]["certified_accuracy"]["0.5"] for r, s in zip(records, ("0.25", "0.5")))
+    assert f"sigma {sigma}: {100 * acc:.1f}%" in text
+
+
+def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.25,0.5", "--quick", "--images-per-batch", "4",
+              "--attack-radii", "0.5"]
+    whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
+    certify.main([*common, "--num-images", "4", "--out", str(tmp_path / "half")])
+    extended = certify.main([*common, "--num-images", "8", "--extend", str(tmp_path / "half"),
+                             "--out", str(tmp_path / "ext")])
+    assert whole is not None and extended is not None and extended["extends"]["images"] == 4
+    for sigma in ("0.25", "0.5"):
+        a, b = whole["results"][sigma], extended["results"][sigma]
+        assert a["per_example"] == b["per_example"] and a["certified_accuracy"] == b["certified_accuracy"]
+    import pytest
+
+    with pytest.raises(ValueError, match="alpha"):
+        certify.main([*common, "--num-images", "8", "--alpha", "0.01", "--extend", str(tmp_path / "half"),
+                      "--out", str(tmp_path / "bad")])

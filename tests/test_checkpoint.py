@@ -82,3 +82,15 @@ def test_half_precision_storage_loads_into_float32(tmp_path: Path):
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-2)
+
+
+def test_dots_in_a_checkpoint_name_are_part_of_the_name(tmp_path) -> None:
+    from manifold_defense.checkpoint import load_model, save_model
+    from manifold_defense.models import MLP
+
+    first, second = MLP(hidden=4, depth=1), MLP(hidden=6, depth=1)
+    save_model(first, tmp_path / "noise_0.25")
+    save_model(second, tmp_path / "noise_0.5")  # must not overwrite "noise_0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise_0.25.json", "noise_0.25.safetensors",
+                                                          "noise_0.5.json", "noise_0.5.safetensors"]
+    assert load_model(tmp_path / "noise_0.25").net[1].out_features == 4

@@ -44,6 +44,13 @@ BAD_FLAGS = [
     ("manifold_defense.training.wgan_gp", ["--lr", "0"], "--lr", "0"),
     ("manifold_defense.training.classifier", ["--epochs", "0"], "--epochs", "0"),
     ("manifold_defense.training.encoder", ["--iterations", "nan"], "--iterations", "nan"),
+    ("manifold_defense.training.ddpm", ["--ema", "1.5"], "--ema", "1.5"),
+    ("eval.robustness", ["--t-star", "0"], "--t-star", "0"),
+    ("eval.robustness", ["--purifier", "magic"], "--purifier", "magic"),
+    ("eval.certify", ["--attack-steps", "0"], "--attack-steps", "0"),
+    ("benchmarks.diffusion_gradient", ["--segments", "0"], "--segments", "0"),
+    ("eval.ambient_quality", ["--cs-n", "0"], "--cs-n", "0"),
+    ("eval.certify_table", ["--radius", "-1"], "--radius", "-1"),
 ]
 
 

@@ -15,9 +15,11 @@ from torch import nn
 from ..generator_contract import RangeAdapter
 from .classifiers import MLP, LeNetSmall, ModelA
 from .generators import Encoder, WGANCritic, WGANGenerator
+from .ddpm import DDPM
+from .unet import UNetSmall
 
 __all__ = ["ARCHITECTURES", "build", "architecture_name", "register_architecture", "MLP", "ModelA", "LeNetSmall", "Encoder",
-           "WGANCritic", "WGANGenerator", "RangeAdapter"]
+           "WGANCritic", "WGANGenerator", "RangeAdapter", "UNetSmall", "DDPM"]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "model_a": ModelA,
@@ -27,6 +29,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "wgan_critic": WGANCritic,
     "encoder": Encoder,
     "range_adapter": RangeAdapter,
+    "unet_small": UNetSmall,
+    "ddpm": DDPM,
 }
 
 

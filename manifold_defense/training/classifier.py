@@ -75,8 +75,10 @@ def train(config: ClassifierConfig) -> nn.Module:
     model = build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = time.monotonic()
+    curve: list[dict[str, float]] = []
     for epoch in range(config.epochs):
         model.train()
+        losses = []
         order = torch.randperm(len(x), generator=gen).to(device)
         bar = tqdm(range(0, len(x), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
         for i in bar:
@@ -88,13 +90,17 @@ def train(config: ClassifierConfig) -> nn.Module:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    test_acc = accuracy(model, x_test, y_test)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        curve.append({"epoch": epoch + 1, "train_loss": round(sum(losses) / len(losses), 4),
+                      "test_accuracy": accuracy(model, x_test, y_test), "seconds": round(time.monotonic() - start, 1)})
+    test_acc = curve[-1]["test_accuracy"] if curve else accuracy(model, x_test, y_test)
     log.info("test accuracy %.4f", test_acc)
     save_model(model, config.out, metadata={
         "trained_by": "manifold_defense.training.classifier",
         "config": dataclasses.asdict(config),
         "test_accuracy": test_acc,
+        "learning_curve": curve,
         "train_seconds": round(time.monotonic() - start, 1),
     })
     return model

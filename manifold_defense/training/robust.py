@@ -43,7 +43,6 @@ Checkpoints are safetensors + JSON (the config is stored); ``--resume`` continue
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -55,7 +54,6 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -64,6 +62,7 @@ from ..domains import Domain, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import resolve_device, seed_everything
+from .state import has_state, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -262,33 +261,11 @@ def trades_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Ten
     return F.kl_div(F.log_softmax(adv_logits, 1), F.log_softmax(clean_logits, 1), reduction="batchmean", log_target=True)
 
 
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
-                curve: list[dict[str, float]] | None = None, seconds: float = 0.0) -> None:
-    """Weights + Adam moments as safetensors; step, config, curve and training seconds so far as JSON (no pickle)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for i, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    save_file(tensors, str(path.with_suffix(".state.safetensors")))
-    path.with_suffix(".state.json").write_text(json.dumps({"step": step, "config": dataclasses.asdict(config),
-                                                          "learning_curve": curve or [],
-                                                          "train_seconds": round(seconds, 1)}, indent=2))
-
-
-def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]], float]:
-    """Restore what :func:`_save_state` wrote; returns (step, learning curve, training seconds so far)."""
-    tensors = load_file(str(path.with_suffix(".state.safetensors")))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = opt.state_dict()
-    restored: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, key = k.split(".", 2)
-            restored.setdefault(int(i), {})[key] = v
-    state["state"] = restored
-    opt.load_state_dict(state)
-    saved = json.loads(path.with_suffix(".state.json").read_text())
-    return int(saved["step"]), list(saved.get("learning_curve", [])), float(saved.get("train_seconds", 0.0))
+def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
+                curve: list[dict[str, float]], seconds: float) -> None:
+    """The resumable state (:mod:`manifold_defense.training.state`): weights, Adam moments, step, config, curve."""
+    save_state(path, {"model": model}, {"opt": opt}, {"step": step, "config": dataclasses.asdict(config),
+                                                      "learning_curve": curve, "train_seconds": round(seconds, 1)})
 
 
 def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Module:
@@ -368,8 +345,11 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    resumed = config.resume and out.with_suffix(".state.json").is_file()
-    step0, curve, seconds0 = _load_state(out, trained, opt) if resumed else (0, [], 0.0)
+    resumed = config.resume and has_state(out)
+    step0, curve, seconds0 = 0, [], 0.0
+    if resumed:
+        saved = load_state(out, {"model": trained}, {"opt": opt})
+        step0, curve, seconds0 = int(saved["step"]), list(saved.get("learning_curve", [])), float(saved.get("train_seconds", 0.0))
     proj_cfg = ProjectionConfig(restarts=1, steps=config.projection_steps, optimizer="adam", lr=0.05,
                                 decay_at=(0.6,), lr_decay=0.3)
     start = time.monotonic()
@@ -437,7 +417,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
-            _save_state(out, trained, opt, it + 1, config, curve, seconds0 + time.monotonic() - start)
+            _checkpoint(out, trained, opt, it + 1, config, curve, seconds0 + time.monotonic() - start)
     else:
         it = config.iterations
     trained.eval()
@@ -447,7 +427,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         x_test, y_test = domain.load("test", limit=2000)
         test_acc = accuracy(trained, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
-        _save_state(out, trained, opt, it, config, curve, seconds0 + time.monotonic() - start)
+        _checkpoint(out, trained, opt, it, config, curve, seconds0 + time.monotonic() - start)
         metadata = {
             "trained_by": "manifold_defense.training.robust",
             "config": dataclasses.asdict(config),

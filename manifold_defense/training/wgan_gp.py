@@ -3,7 +3,9 @@
     python -m manifold_defense.training.wgan_gp --out manifold_defense/weights/fashion_mnist/generator
     python -m manifold_defense.training.wgan_gp --quick --out runs/generator_quick
 
-Writes ``OUT.safetensors`` + ``OUT.json`` (the config below is stored in the JSON).
+Writes ``OUT.safetensors`` + ``OUT.json`` (the config below, a learning curve of the critic's
+Wasserstein estimate and the seconds are stored in the JSON). ``--max-minutes`` saves the state
+(``OUT.state.*``) and stops; ``--resume true`` continues from it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -23,6 +26,7 @@ from ..checkpoint import save_model
 from ..domains import resolve_domain
 from ..models import WGANCritic, WGANGenerator
 from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .state import has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class WGANConfig:
     BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
         "latent_dim": (1, None, False), "dim": (1, None, False), "batch_size": (1, None, False),
         "iterations": (1, None, False), "critic_iters": (1, None, False), "lr": (0.0, None, True),
+        "save_every": (1, None, False),
         "beta1": (0.0, 1.0, False), "beta2": (0.0, 1.0, False)}
 
     domain: str = "fashion_mnist"
@@ -48,7 +53,9 @@ class WGANConfig:
     lr: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.9
-    max_minutes: float = 0.0  # > 0: stop (and save) after this wall-clock budget
+    max_minutes: float = 0.0  # > 0: save the state and stop after this wall-clock budget (--resume continues)
+    resume: bool = False  # continue from OUT.state.* if it exists
+    save_every: int = 500  # iterations between saved states and learning-curve points
     measurement: str = ""  # AmbientGAN: "dropout:0.9", "block:14", "blur_noise:0.1", "projection:50"; empty: clean data
     unmeasured: bool = False  # with measurement: the paper's baseline, a plain GAN on the inverted measurements
     seed: int = 0
@@ -80,8 +87,9 @@ def _measured_dataset(images: torch.Tensor, family: MeasurementFamily, config: W
     return out
 
 
-def train(config: WGANConfig) -> WGANGenerator:
-    """Run WGAN-GP training and save the generator; returns it (eval mode).
+def train(config: WGANConfig) -> WGANGenerator | None:
+    """Run WGAN-GP training and save the generator; returns it (eval mode), or None when
+    ``max_minutes`` stopped it first (its state saved for ``resume``).
 
     Raises:
         ValueError: an unknown measurement family, or ``unmeasured`` without one.
@@ -107,9 +115,23 @@ def train(config: WGANConfig) -> WGANGenerator:
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     n = images.shape[0]
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done, curve, seconds0 = 0, [], 0.0
+    if config.resume and has_state(out):
+        saved = load_state(out, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d})
+        done, curve, seconds0 = int(saved["step"]), list(saved["learning_curve"]), float(saved["train_seconds"])
+        gen.manual_seed(config.seed + done)  # a resumed run draws fresh batches from its own seed
+        log.info("resumed at iteration %d", done)
     start = time.monotonic()
-    done = 0
-    bar = tqdm(range(config.iterations), desc="wgan-gp", unit="it")
+
+    def checkpoint() -> None:
+        save_state(out, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d},
+                   {"step": done, "config": dataclasses.asdict(config), "learning_curve": curve,
+                    "train_seconds": round(seconds0 + time.monotonic() - start, 1)})
+
+    wasserstein = torch.zeros(())
+    bar = tqdm(range(done, config.iterations), desc="wgan-gp", unit="it", initial=done, total=config.iterations)
     for it in bar:
         for _ in range(config.critic_iters):
             idx = torch.randint(0, n, (config.batch_size,), generator=gen).to(device)
@@ -135,16 +157,23 @@ def train(config: WGANConfig) -> WGANGenerator:
         done = it + 1
         if it % 50 == 0:
             bar.set_postfix(w_dist=f"{-wasserstein.item():.3f}", loss_g=f"{loss_g.item():.3f}")
-        if config.max_minutes > 0 and time.monotonic() - start > 60 * config.max_minutes:
-            log.warning("stopping after %d of %d iterations: %.1f-minute budget spent", done, config.iterations,
-                        config.max_minutes)
-            break
+        if done % config.save_every == 0:
+            curve.append({"iteration": done, "wasserstein_estimate": round(float(-wasserstein.item()), 4),
+                          "loss_g": round(float(loss_g.item()), 4),
+                          "seconds": round(seconds0 + time.monotonic() - start, 1)})
+            checkpoint()
+        if config.max_minutes > 0 and time.monotonic() - start > 60 * config.max_minutes and done < config.iterations:
+            checkpoint()
+            log.warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true continues",
+                        done, config.iterations, config.max_minutes)
+            return None
     G.eval()
     save_model(G, config.out, metadata={
         "trained_by": "manifold_defense.training.wgan_gp",
         "config": dataclasses.asdict(config),
         "iterations_done": done,
-        "train_seconds": round(time.monotonic() - start, 1),
+        "learning_curve": curve,
+        "train_seconds": round(seconds0 + time.monotonic() - start, 1),
         "final_wasserstein_estimate": float(-wasserstein.item()),
     })
     return G
@@ -158,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(WGANConfig, argv)
-    train(config)
-    print(f"saved {config.out}.safetensors and {config.out}.json")
+    print(outcome(config.out, train(config) is not None))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""How good is a generator learned from corrupted measurements only (AmbientGAN), next to the one
+trained on clean images and the "unmeasured" baseline: one table, four measurements per generator.
+
+    python -m eval.ambient_quality --generators clean=generator,ambient_dropout_0.9=runs/ambient_dropout_0.9 \\
+        --out eval/reports/ambient_quality
+    python -m eval.ambient_quality --quick
+
+For each generator G (a shipped name or a checkpoint path):
+
+* **Frechet distance** between 10,000 samples G(z) and the 10,000 test images in the feature space of
+  the shipped classifier's penultimate layer (the input of its last linear layer): an FID whose
+  feature extractor is a Fashion-MNIST classifier instead of Inception.
+* **Class coverage** of the samples under that classifier: ``evenness`` = exp(entropy of the
+  predicted-class histogram) / classes (1: every class equally often), ``confidence`` = the mean top
+  softmax probability, ``classes_covered`` = classes that receive at least half their fair share.
+* **Compressed sensing** (Bora et al. 2017): per-pixel MSE of recovering the first ``--cs-n`` test
+  images from m Gaussian measurements (noise std 0.01) with G as the prior, next to Lasso-DCT.
+* **Behind the projection**: clean accuracy of the standard classifier on G(z*(x)), the projection
+  of the first ``--acc-n`` test images onto G's range (random restarts, the same setting for every
+  generator: no generator gets an encoder).
+
+Writes OUT/ambient_quality.json and .md; ``--resume`` keeps the generators already measured with the
+same settings in OUT/ambient_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch import nn
+from tqdm import tqdm
+
+from manifold_defense.checkpoint import checkpoint_paths, load_model
+from manifold_defense.cli import ToolParser, integer, integers, run
+from manifold_defense.domains import Domain, get_domain
+from manifold_defense.inverse import lasso_dct, recover
+from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
+from manifold_defense.pretrained import available, load_pretrained
+from manifold_defense.projection import ProjectionConfig, project
+
+__all__ = ["frechet_distance", "penultimate_features", "class_coverage", "main"]
+
+PROJECTION = ProjectionConfig(restarts=4, steps=100, init_std=1.0, seed=0)
+CS_NOISE = 0.01
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two (n, d) feature sets.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(2000, 3))
+        >>> round(frechet_distance(x, x), 6), frechet_distance(x, x + 1.0) > 2.9
+        (0.0, True)
+    """
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = np.real(root)
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    return max(value, 0.0)
+
+
+@torch.no_grad()
+def penultimate_features(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """The input of the classifier's last linear layer, and its softmax output, for every image.
+
+    Raises:
+        ValueError: the classifier has no linear layer.
+    """
+    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(classifier).__name__} has no nn.Linear layer whose input could serve as features")
+    captured: list[torch.Tensor] = []
+    handle = linears[-1].register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().cpu()))
+    probs = []
+    try:
+        for i in range(0, len(x), batch_size):
+            probs.append(torch.softmax(classifier(x[i:i + batch_size]), 1).cpu())
+    finally:
+        handle.remove()
+    return torch.cat(captured).double().numpy(), torch.cat(probs).numpy()
+
+
+def class_coverage(probs: np.ndarray) -> dict[str, float]:
+    """Evenness, confidence and classes covered of samples' class probabilities (see the module docstring).
+
+    Example:
+        >>> class_coverage(np.eye(4)[[0, 1, 2, 3]])
+        {'evenness': 1.0, 'confidence': 1.0, 'classes_covered': 4}
+    """
+    k = probs.shape[1]
+    hist = np.bincount(probs.argmax(1), minlength=k) / len(probs)
+    nonzero = hist[hist > 0]
+    entropy = float(-(nonzero * np.log(nonzero)).sum())
+    return {"evenness": round(float(np.exp(entropy)) / k, 4), "confidence": round(float(probs.max(1).mean()), 4),
+            "classes_covered": int((hist >= 0.5 / k).sum())}
+
+
+def _load(name: str, domain: Domain) -> nn.Module:
+    if name in available(domain):
+        return load_pretrained(name, domain)
+    if not checkpoint_paths(name)[1].is_file():
+        raise ValueError(f"no generator {name!r}: neither a shipped checkpoint of {domain.name} nor a checkpoint path")
+    return load_model(name)
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """--generators: comma list of LABEL=NAME_OR_PATH (a bare NAME is its own label)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one generator")
+    return [(t.split("=", 1)[0], t.split("=", 1)[1]) if "=" in t else (t, t) for t in items]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This script's command line (numeric flags range-checked at parse time)."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generators", type=_pairs, default=[("clean", "generator")],
+                        help="comma list of LABEL=NAME_OR_PATH (a shipped generator or a checkpoint path)")
+    parser.add_argument("--samples", type=integer(2), default=10_000, help="samples per generator (and test images)")
+    parser.add_argument("--cs-n", type=integer(1), default=200, help="first N test images for compressed sensing")
+    parser.add_argument("--m", type=integers(1), default=[50, 200], help="numbers of Gaussian measurements")
+    parser.add_argument("--acc-n", type=integer(1), default=200, help="first N test images behind the projection")
+    parser.add_argument("--seed", type=integer(0), default=0)
+    parser.add_argument("--resume", action="store_true", help="keep generators already measured in OUT")
+    parser.add_argument("--out", default="eval/reports/ambient_quality")
+    parser.add_argument("--quick", action="store_true", help="500 samples, 4 images, m = 50")
+    return parser
+
+
+def _measure(G: nn.Module, classifier: nn.Module, test_features: np.ndarray, x_cs: torch.Tensor,
+             operators: dict[int, tuple[nn.Module, torch.Tensor]], x_acc: torch.Tensor, y_acc: torch.Tensor,
+             args: argparse.Namespace, domain: Domain) -> dict[str, Any]:
+    start = time.monotonic()
+    gen = torch.Generator().manual_seed(args.seed)
+    k = int(getattr(G, "latent_dim"))
+    with torch.no_grad():
+        samples = torch.cat([G(torch.randn(1000, k, generator=gen)) for _ in range(0, args.samples, 1000)])[:args.samples]
+    features, probs = penultimate_features(classifier, samples.clamp(*domain.pixel_range))
+    out: dict[str, Any] = {"frechet_distance": round(frechet_distance(features, test_features), 3),
+                           **class_coverage(probs)}
+    out["cs_mse"] = {}
+    for m, (A, y) in operators.items():
+        x_hat = recover(y, A, G, rng=torch.Generator().manual_seed(args.seed)).x_hat.clamp(*domain.pixel_range)
+        out["cs_mse"][str(m)] = round(float((x_hat - x_cs).pow(2).mean()), 5)
+    x_hat = project(G, x_acc, PROJECTION.replace(pixel_range=domain.pixel_range)).x_hat
+    with torch.no_grad():
+        out["accuracy_behind_projection"] = float((classifier(x_hat).argmax(1) == y_acc).float().mean())
+    out["seconds"] = round(time.monotonic() - start, 1)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.samples, args.cs_n, args.acc_n, args.m = 500, 4, 4, [50]
+    domain = get_domain("fashion_mnist")
+    classifier = load_pretrained("classifier", domain).eval()
+    settings = {"samples": args.samples, "cs_n": args.cs_n, "m": list(args.m), "acc_n": args.acc_n, "seed": args.seed,
+                "cs_noise": CS_NOISE, "projection": PROJECTION.to_dict()}
+    out = Path(args.out)
+    file = out / "ambient_quality.json"
+    previous = json.loads(file.read_text()) if args.resume and file.is_file() else {}
+    done: dict[str, Any] = previous.get("generators", {}) if previous.get("settings") == settings else {}
+    x_test, y_test = domain.load("test", limit=args.samples)
+    test_features, _ = penultimate_features(classifier, x_test)
+    x_cs = x_test[:args.cs_n]
+    shape = (int(x_cs.shape[1]), int(x_cs.shape[2]), int(x_cs.shape[3]))
+    operators: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+    lasso: dict[str, float] = {}
+    for m in args.m:
+        gen = torch.Generator().manual_seed(args.seed + m)
+        A = GaussianMeasurement(m, shape, generator=gen)
+        with torch.no_grad():
+            y = Compose(A, AdditiveNoise(CS_NOISE, generator=gen))(x_cs)  # A is what recovery knows
+        operators[m] = (A, y)
+        lasso[str(m)] = round(float((lasso_dct(y, A, shape) - x_cs).pow(2).mean()), 5)
+    results: dict[str, Any] = {}
+    for label, name in tqdm(args.generators, desc="generators", unit="G"):
+        key = f"{label}={name}"
+        if key in done:
+            results[key] = done[key]
+            continue
+        G = _load(name, domain).eval()
+        results[key] = _measure(G, classifier, test_features, x_cs, operators, x_test[:args.acc_n], y_test[:args.acc_n],
+                                args, domain)
+        partial = {"settings": settings, "lasso_dct_cs_mse": lasso, "generators": results}
+        out.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(partial, indent=2) + "\n")  # a crash keeps the generators measured so far
+    record = {"command": " ".join(["python -m eval.ambient_quality", *(sys.argv[1:] if argv is None else argv)]),
+              "settings": settings, "lasso_dct_cs_mse": lasso, "generators": results}
+    out.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(record, indent=2) + "\n")
+    ms = [str(m) for m in args.m]
+    lines = ["| generator | Frechet distance (classifier features) | evenness | confidence | classes covered | "
+             + " | ".join(f"CS MSE m = {m}" for m in ms) + " | accuracy behind projection |",
+             "|---|---|---|---|---|" + "---|" * len(ms) + "---|"]
+    for key, r in results.items():
+        lines.append(f"| {key} | {r['frechet_distance']:.2f} | {r['evenness']:.3f} | {r['confidence']:.3f} | "
+                     f"{r['classes_covered']} | " + " | ".join(f"{r['cs_mse'][m]:.4f}" for m in ms)
+                     + f" | {100 * r['accuracy_behind_projection']:.1f}% |")
+    lines.append("| Lasso-DCT (no generator) | – | – | – | – | " + " | ".join(f"{lasso[m]:.4f}" for m in ms) + " | – |")
+    table = "\n".join(lines)
+    (out / "ambient_quality.md").write_text(f"Command: `{record['command']}`\n\n{table}\n")
+    print(table)
+    return record
+
+
+if __name__ == "__main__":
+    run(main)
