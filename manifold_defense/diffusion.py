@@ -130,7 +130,7 @@ class OneShotDenoiser(nn.Module):
         >>> from manifold_defense.models import DDPM
         >>> denoiser = OneShotDenoiser(DDPM(width=4, timesteps=100).eval(), sigma=0.25)
         >>> denoiser.t, denoiser(torch.rand(2, 1, 28, 28)).shape
-        (30, torch.Size([2, 1, 28, 28]))
+        (47, torch.Size([2, 1, 28, 28]))
     """
 
     def __init__(self, ddpm: DDPM, sigma: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -11,6 +12,14 @@ from manifold_defense.models import MLP, ModelA, WGANGenerator
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's --master_port (a fixed one collides)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture

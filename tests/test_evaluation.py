@@ -89,14 +89,14 @@ def test_report_writes_outputs(tiny_bundle, tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
-def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Path):
+def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Path, free_port: int):
     from eval import robustness
 
     single = robustness.main(["--defense", str(tiny_bundle), "--out", str(tmp_path / "one"), *ARGS])
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_PYTHON_REFRESH": "quiet"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "eval.robustness",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port), "-m", "eval.robustness",
          "--defense", str(tiny_bundle), "--out", str(tmp_path / "two"), *ARGS],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )

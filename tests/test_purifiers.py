@@ -179,3 +179,18 @@ def test_a_diffusion_defense_exports_and_runs_without_the_library(tmp_path, trai
     assert theirs.shape == (3, 10) and torch.allclose(ours, theirs, atol=1e-4)  # same draws, same logits
     with pytest.raises(ValueError, match="image_shape"):
         export(defended, tmp_path / "again.pt")
+
+
+def test_the_report_cli_runs_a_diffusion_purifier(tmp_path) -> None:
+    from eval import robustness
+
+    torch.manual_seed(0)
+    save_model(DDPM(width=4, timesteps=40, max_t=20).eval(), tmp_path / "ddpm")
+    record = robustness.main(["--purifier", "diffusion", "--ddpm", str(tmp_path / "ddpm"), "--t-star", "10",
+                              "--sampler-steps", "2", "--quick", "--num-images", "4", "--batch-size", "4",
+                              "--attacks", "clean,exact_apgd_ce,latent", "--models", "defended", "--no-checks",
+                              "--draws", "2", "--eot-samples", "2", "--out", str(tmp_path / "r")])
+    assert record is not None and record["defense"]["kind"] == "DiffusionPurifier"
+    assert "t_star=10" in record["defense"]["settings"] and record["exact_gradient_step"]["seconds_per_image"] > 0
+    with pytest.raises(ValueError, match="drop --defense"):
+        robustness.main(["--purifier", "diffusion", "--defense", "amortised_at", "--quick", "--out", str(tmp_path / "x")])

@@ -49,12 +49,12 @@ def test_all_losses_train_save_and_resume(parts, tmp_path: Path):
     assert changed and read_config(tmp_path / "c")["metadata"]["config"]["iterations"] == 6
 
 
-def test_ddp_two_gloo_processes_keep_replicas_identical(parts, tmp_path: Path):
+def test_ddp_two_gloo_processes_keep_replicas_identical(parts, tmp_path: Path, free_port: int):
     torchrun = Path(sys.executable).parent / "torchrun"
     result = tmp_path / "result.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_PYTHON_REFRESH": "quiet"}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", str(REPO / "tests" / "ddp_robust_worker.py"),
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port), str(REPO / "tests" / "ddp_robust_worker.py"),
          str(result), *args(parts, tmp_path / "ddp")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
