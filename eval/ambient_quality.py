@@ -38,12 +38,11 @@ from scipy import linalg
 from torch import nn
 from tqdm import tqdm
 
-from manifold_defense.checkpoint import checkpoint_paths, load_model
 from manifold_defense.cli import ToolParser, integer, integers, run
 from manifold_defense.domains import Domain, get_domain
 from manifold_defense.inverse import lasso_dct, recover
 from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
-from manifold_defense.pretrained import available, load_pretrained
+from manifold_defense.pretrained import load_named, load_pretrained
 from manifold_defense.projection import ProjectionConfig, project
 
 __all__ = ["frechet_distance", "penultimate_features", "class_coverage", "main"]
@@ -103,14 +102,6 @@ def class_coverage(probs: np.ndarray) -> dict[str, float]:
     entropy = float(-(nonzero * np.log(nonzero)).sum())
     return {"evenness": round(float(np.exp(entropy)) / k, 4), "confidence": round(float(probs.max(1).mean()), 4),
             "classes_covered": int((hist >= 0.5 / k).sum())}
-
-
-def _load(name: str, domain: Domain) -> nn.Module:
-    if name in available(domain):
-        return load_pretrained(name, domain)
-    if not checkpoint_paths(name)[1].is_file():
-        raise ValueError(f"no generator {name!r}: neither a shipped checkpoint of {domain.name} nor a checkpoint path")
-    return load_model(name)
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -190,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if key in done:
             results[key] = done[key]
             continue
-        G = _load(name, domain).eval()
+        G = load_named(name, domain).eval()
         results[key] = _measure(G, classifier, test_features, x_cs, operators, x_test[:args.acc_n], y_test[:args.acc_n],
                                 args, domain)
         partial = {"settings": settings, "lasso_dct_cs_mse": lasso, "generators": results}

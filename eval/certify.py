@@ -38,12 +38,11 @@ from tqdm import tqdm
 
 from attacks import SmoothAdv
 from manifold_defense import ProjectionConfig
-from manifold_defense.checkpoint import load_model
 from manifold_defense.cli import ToolParser, integer, real, reals, run
 from manifold_defense.diffusion import OneShotDenoiser
 from manifold_defense.domains import Domain, resolve_domain
 from manifold_defense.models import DDPM
-from manifold_defense.pretrained import available, defended_pretrained, load_pretrained
+from manifold_defense.pretrained import defended_pretrained, load_named
 from manifold_defense.smoothing import ABSTAIN, SmoothedClassifier
 
 from .batch_cache import code_fingerprint, model_fingerprint
@@ -77,11 +76,11 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
     """
     if denoiser not in DENOISERS:
         raise ValueError(f"denoiser must be one of {DENOISERS}, got {denoiser!r}")
-    clf = _load(classifier, domain).eval()
+    clf = load_named(classifier, domain).eval()
     if denoiser == "none":
         return clf
     if denoiser == "diffusion":
-        model = _load(ddpm, domain).eval()
+        model = load_named(ddpm, domain).eval()
         if not isinstance(model, DDPM):
             raise ValueError(f"--ddpm {ddpm}: a {type(model).__name__} checkpoint, not a DDPM")
         return nn.Sequential(OneShotDenoiser(model, sigma), clf).eval()
@@ -90,10 +89,6 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
     defended = defended_pretrained(domain, config, defense="projection", classifier=clf).eval()
     defended.gradient = "exact"  # the attack on the smoothed classifier differentiates through the denoiser
     return ClampInput(defended, domain.pixel_range).eval()
-
-
-def _load(name: str, domain: Domain) -> nn.Module:
-    return load_pretrained(name, domain) if name in available(domain) else load_model(name)
 
 
 def certified_accuracy(correct: Sequence[bool], radii: Sequence[float], radius: float) -> float:

@@ -46,7 +46,7 @@ from manifold_defense.models import DDPM
 from manifold_defense.checkpoint import CheckpointError, checkpoint_paths, load_model, read_config
 from manifold_defense.cli import ToolParser, integer, names, real, reals, run
 from manifold_defense.domains import Domain, resolve_domain, weights_path
-from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
+from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained, load_named
 
 from .report import DEFAULT_ATTACKS, ReportOptions, evaluate
 from .suite import ATTACKS, SuiteConfig
@@ -89,16 +89,12 @@ def _load_diffusion(args: argparse.Namespace, domain: Domain) -> PurifiedClassif
     Raises:
         ValueError: ``--ddpm`` is not a DDPM checkpoint, or a t* / steps it cannot run.
     """
-    def load_any(name: str) -> torch.nn.Module:
-        own = name not in available(domain) and checkpoint_paths(name)[1].is_file()
-        return load_model(name) if own else load_pretrained(name, domain)
-
-    ddpm = load_any(args.ddpm).eval()
+    ddpm = load_named(args.ddpm, domain).eval()
     if not isinstance(ddpm, DDPM):
         raise ValueError(f"--ddpm {args.ddpm}: a {type(ddpm).__name__} checkpoint, not a DDPM")
     purifier = DiffusionPurifier(ddpm, t_star=args.t_star, steps=args.sampler_steps, eta=args.eta,
                                  checkpoint_every=args.checkpoint_every)
-    return PurifiedClassifier(load_any(args.classifier or "classifier").eval(), purifier).eval()
+    return PurifiedClassifier(load_named(args.classifier or "classifier", domain).eval(), purifier).eval()
 
 
 def _robust_training(classifier: str | None, domain: Domain) -> str | None:

@@ -89,7 +89,7 @@ class DiffusionPurifier(Purifier):
     def exact(self, x: torch.Tensor, *, checkpoint_every: int | None = None) -> torch.Tensor:
         """The purified images; with gradients on, the exact gradient through every reverse step in
         segments of ``checkpoint_every`` steps (default: the purifier's own)."""
-        x0 = self.ddpm.to_model(x)
+        x0 = self.ddpm.to_model(self.check_input(x))
         t = torch.full((x.shape[0],), self.t_star, device=x.device, dtype=torch.long)
         x_t = self.ddpm.diffuse(x0, t, torch.randn_like(x0))
         segment = self.checkpoint_every if checkpoint_every is None else checkpoint_every

@@ -25,7 +25,7 @@ from .defended import DefendedClassifier
 from .domains import Domain, get_domain
 from .projection import ProjectionConfig
 
-__all__ = ["WEIGHTS_DIR", "ShippedDefense", "SHIPPED_DEFENSES", "DEFAULT_DEFENSE", "available", "load_pretrained",
+__all__ = ["WEIGHTS_DIR", "ShippedDefense", "SHIPPED_DEFENSES", "DEFAULT_DEFENSE", "available", "load_named", "load_pretrained",
            "defended_pretrained", "defended_fashion_mnist"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -73,6 +73,21 @@ def available(domain: str | Domain = "fashion_mnist") -> list[str]:
     """Names of the shipped checkpoints of ``domain`` (empty if it ships none)."""
     root = _dir(domain)
     return sorted(p.stem for p in root.glob("*.json")) if root is not None else []
+
+
+def load_named(name: str, domain: str | Domain = "fashion_mnist", *,
+               map_location: str | torch.device = "cpu") -> nn.Module:
+    """A shipped checkpoint of ``domain`` by name, or else a checkpoint at the path ``name``.
+
+    Raises:
+        CheckpointError: neither a shipped checkpoint nor a readable checkpoint path.
+    """
+    if name in available(domain):
+        return load_pretrained(name, domain, map_location=map_location)
+    if not checkpoint_paths(name)[1].is_file():
+        raise CheckpointError(f"no checkpoint {name!r}: neither a shipped one of {get_domain(domain).name} "
+                              f"({', '.join(available(domain))}) nor a path to NAME.json + NAME.safetensors")
+    return load_model(name, map_location=map_location)
 
 
 def load_pretrained(name: str, domain: str | Domain = "fashion_mnist", *,

@@ -67,6 +67,12 @@ class Purifier(nn.Module):
         """The inclusive range of inputs and outputs."""
         return self._pixel_range
 
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate a batch (see :func:`manifold_defense.validation.check_images`): (N, C, H, W), finite,
+        in the pixel range, on the purifier's device and dtype. Raises TypeError or ValueError."""
+        device, dtype = module_device_dtype(self)
+        return check_images(x, pixel_range=self.pixel_range, device=device, dtype=dtype)
+
     def exact(self, x: torch.Tensor, *, checkpoint_every: int | None = None) -> torch.Tensor:
         """The purified images with the exact gradient of the deployed computation (``checkpoint_every``:
         recomputation segment, where the purifier has one; ignored otherwise)."""
@@ -99,7 +105,7 @@ class ModulePurifier(Purifier):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
+        out = self.module(self.check_input(x))
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the purifier {type(self.module).__name__} returned {shape} for input {tuple(x.shape)}; "

@@ -43,3 +43,17 @@ def test_unknown_names_are_refused_with_the_choices():
         defended_pretrained("fashion_mnist", defense="nope")
     with pytest.raises(CheckpointError, match="available"):
         load_pretrained("nope")
+
+
+def test_load_named_takes_a_shipped_name_or_a_path_and_names_a_missing_one(tmp_path) -> None:
+    import pytest
+
+    from manifold_defense.checkpoint import CheckpointError, save_model
+    from manifold_defense.models import MLP
+    from manifold_defense.pretrained import load_named
+
+    assert type(load_named("classifier_lenet")).__name__ == "LeNetSmall"
+    save_model(MLP(hidden=4, depth=1), tmp_path / "mine_0.5")
+    assert isinstance(load_named(str(tmp_path / "mine_0.5")), MLP)
+    with pytest.raises(CheckpointError, match="no checkpoint 'nosuch'"):
+        load_named("nosuch")

@@ -87,6 +87,17 @@ def test_the_contract_is_checked_with_errors_that_name_the_problem() -> None:
         as_purifier(nn.AvgPool2d(2), randomized=False)(torch.rand(2, 1, 28, 28))
     with pytest.raises(ValueError, match="outside the pixel range"):
         as_purifier(nn.Identity(), randomized=False)(torch.rand(2, 1, 28, 28) * 3)
+    blur = as_purifier(UserDenoiser(), randomized=False)
+    with pytest.raises(ValueError, match="NaN|finite"):
+        blur(torch.full((1, 1, 28, 28), float("nan")))
+    with pytest.raises(ValueError):
+        blur(torch.rand(1, 28, 28))  # no batch dimension
+    with pytest.raises(ValueError):
+        blur(torch.rand(1, 1, 28, 28) + 2)  # outside the pixel range
+    with pytest.raises((TypeError, ValueError)):
+        blur(torch.rand(1, 1, 28, 28, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        DiffusionPurifier(DDPM(width=4, timesteps=20).eval(), t_star=5)(torch.rand(2, 1, 28, 28) * 3)
     noisy = as_purifier(UserDenoiser(0.1), randomized=True)
     assert as_purifier(noisy) is noisy
     with pytest.raises(ValueError, match="declares randomized=True"):
