@@ -19,8 +19,12 @@ For each generator G (a shipped name or a checkpoint path):
   of the first ``--acc-n`` test images onto G's range (random restarts, the same setting for every
   generator: no generator gets an encoder).
 
-Writes OUT/ambient_quality.json and .md; ``--resume`` keeps the generators already measured with the
-same settings in OUT/ambient_quality.json.
+Each row also says what the generator was trained on (clean images, measurements, or inverted
+measurements: the "unmeasured" baseline) and for how many iterations, read from its checkpoint JSON.
+
+Writes OUT/ambient_quality.json and .md, and OUT/ambient_samples.png (samples of every generator
+under rows of the measured training images each measurement family produces); ``--resume`` keeps the
+generators already measured with the same settings in OUT/ambient_quality.json.
 """
 
 from __future__ import annotations
@@ -34,18 +38,19 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy import linalg
 from torch import nn
 from tqdm import tqdm
 
+from manifold_defense.ambient import parse_family
+from manifold_defense.checkpoint import read_config
 from manifold_defense.cli import ToolParser, integer, integers, run
 from manifold_defense.domains import Domain, get_domain
 from manifold_defense.inverse import lasso_dct, recover
 from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
-from manifold_defense.pretrained import load_named, load_pretrained
+from manifold_defense.pretrained import available, load_named, load_pretrained
 from manifold_defense.projection import ProjectionConfig, project
 
-__all__ = ["frechet_distance", "penultimate_features", "class_coverage", "main"]
+__all__ = ["frechet_distance", "penultimate_features", "class_coverage", "provenance", "main"]
 
 PROJECTION = ProjectionConfig(restarts=4, steps=100, init_std=1.0, seed=0)
 CS_NOISE = 0.01
@@ -62,9 +67,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = np.real(root)
-    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    # Tr (S_a S_b)^(1/2) = sum of sqrt eigenvalues of the symmetric PSD S_a^(1/2) S_b S_a^(1/2): stable
+    # where sqrtm of the non-symmetric product warns about (near-)singular covariances
+    w, v = np.linalg.eigh(cov_a)
+    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    trace_root = float(np.sqrt(np.clip(np.linalg.eigvalsh(half @ cov_b @ half), 0, None)).sum())
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * trace_root)
     return max(value, 0.0)
 
 
@@ -128,6 +136,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def provenance(name: str, domain: Domain) -> dict[str, Any]:
+    """What the generator ``name`` (shipped name or checkpoint path) was trained on and for how long,
+    from its checkpoint JSON: ``trained_on`` is ``clean``, ``measured FAMILY`` (AmbientGAN) or
+    ``inverted FAMILY`` (the unmeasured baseline)."""
+    stem = domain.weights_dir / name if domain.weights_dir is not None and name in available(domain) else Path(name)
+    meta = read_config(stem).get("metadata", {})
+    config = meta.get("config", {})
+    family = config.get("measurement", "")
+    trained_on = "clean" if not family else f"{'inverted' if config.get('unmeasured') else 'measured'} {family}"
+    return {"trained_on": trained_on, "measurement": family, "iterations": meta.get("iterations_done"),
+            "stopped_by_budget": bool(meta.get("stopped_by_budget", False))}
+
+
+def _figure(generators: dict[str, nn.Module], families: list[str], x_train: torch.Tensor, path: Path,
+            seed: int) -> None:
+    """Ten samples per generator (same latents) under ten training images as each family measures them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: list[tuple[str, torch.Tensor]] = []
+    for spec in families:
+        family = parse_family(spec)
+        rows.append((f"training data, {spec}", family(x_train[:10], torch.Generator().manual_seed(seed))))
+    for label, G in generators.items():
+        z = torch.randn(10, int(getattr(G, "latent_dim")), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            rows.append((f"samples: {label}", G(z)))
+    fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.1 * len(rows)), squeeze=False)
+    for r, (title, images) in enumerate(rows):
+        for c in range(10):
+            ax = axes[r][c]
+            ax.imshow(images[c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _measure(G: nn.Module, classifier: nn.Module, test_features: np.ndarray, x_cs: torch.Tensor,
              operators: dict[int, tuple[nn.Module, torch.Tensor]], x_acc: torch.Tensor, y_acc: torch.Tensor,
              args: argparse.Namespace, domain: Domain) -> dict[str, Any]:
@@ -176,14 +226,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         operators[m] = (A, y)
         lasso[str(m)] = round(float((lasso_dct(y, A, shape) - x_cs).pow(2).mean()), 5)
     results: dict[str, Any] = {}
+    loaded: dict[str, nn.Module] = {}
     for label, name in tqdm(args.generators, desc="generators", unit="G"):
         key = f"{label}={name}"
-        if key in done:
+        G = loaded[label] = load_named(name, domain).eval()
+        if key in done and done[key].get("provenance") == provenance(name, domain):
             results[key] = done[key]
             continue
-        G = load_named(name, domain).eval()
-        results[key] = _measure(G, classifier, test_features, x_cs, operators, x_test[:args.acc_n], y_test[:args.acc_n],
-                                args, domain)
+        results[key] = {"provenance": provenance(name, domain),
+                        **_measure(G, classifier, test_features, x_cs, operators, x_test[:args.acc_n],
+                                   y_test[:args.acc_n], args, domain)}
         partial = {"settings": settings, "lasso_dct_cs_mse": lasso, "generators": results}
         out.mkdir(parents=True, exist_ok=True)
         file.write_text(json.dumps(partial, indent=2) + "\n")  # a crash keeps the generators measured so far
@@ -192,14 +244,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(record, indent=2) + "\n")
     ms = [str(m) for m in args.m]
-    lines = ["| generator | Frechet distance (classifier features) | evenness | confidence | classes covered | "
+    families = sorted({r["provenance"]["measurement"] for r in results.values() if r["provenance"]["measurement"]})
+    _figure(loaded, families, domain.load("train", limit=10)[0], out / "ambient_samples.png", args.seed)
+    lines = ["| generator | trained on | iterations | Frechet distance (classifier features) | evenness | confidence | classes covered | "
              + " | ".join(f"CS MSE m = {m}" for m in ms) + " | accuracy behind projection |",
-             "|---|---|---|---|---|" + "---|" * len(ms) + "---|"]
+             "|---|---|---|---|---|---|---|" + "---|" * len(ms) + "---|"]
     for key, r in results.items():
-        lines.append(f"| {key} | {r['frechet_distance']:.2f} | {r['evenness']:.3f} | {r['confidence']:.3f} | "
+        src = r["provenance"]
+        its = f"{src['iterations']:,}" + (" (budget)" if src["stopped_by_budget"] else "") if src["iterations"] else "?"
+        lines.append(f"| {key} | {src['trained_on']} | {its} | {r['frechet_distance']:.2f} | {r['evenness']:.3f} | {r['confidence']:.3f} | "
                      f"{r['classes_covered']} | " + " | ".join(f"{r['cs_mse'][m]:.4f}" for m in ms)
                      + f" | {100 * r['accuracy_behind_projection']:.1f}% |")
-    lines.append("| Lasso-DCT (no generator) | – | – | – | – | " + " | ".join(f"{lasso[m]:.4f}" for m in ms) + " | – |")
+    lines.append("| Lasso-DCT (no generator) | – | – | – | – | – | – | " + " | ".join(f"{lasso[m]:.4f}" for m in ms) + " | – |")
     table = "\n".join(lines)
     (out / "ambient_quality.md").write_text(f"Command: `{record['command']}`\n\n{table}\n")
     print(table)

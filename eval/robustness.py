@@ -122,6 +122,14 @@ def _classifier_name(spec: str, classifier: str | None) -> str | None:
     return SHIPPED_DEFENSES[spec].classifier if spec in SHIPPED_DEFENSES else None
 
 
+def _sources(text: str) -> tuple[str, ...]:
+    """A comma list of transfer sources (checked when the suite loads them: shipped or registered)."""
+    out = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected a comma list of model names, got {text!r}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m eval.robustness`` (every numeric flag range-checked)."""
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gradient samples per step against a randomised defense")
     parser.add_argument("--draws", type=integer(1), default=SuiteConfig.draws,
                         help="N runs of a randomised defense for the worst-of-N and majority-vote verdicts")
+    parser.add_argument("--surrogate-steps", type=integer(1), default=SuiteConfig.surrogate_steps,
+                        help="steps of the shortened purifier of the bpda_apgd_short surrogate")
+    parser.add_argument("--transfer-from", type=_sources, default=(),
+                        help="comma list of source models of the transfer attack (--attacks ...,transfer): shipped "
+                             f"defenses ({', '.join(sorted(SHIPPED_DEFENSES))}) or shipped classifiers")
     parser.add_argument("--checkpoint-every", type=integer(1), default=SuiteConfig.checkpoint_every,
                         help="projection (or sampler) steps per recomputed segment of the exact gradient")
     parser.add_argument("--check-n", type=integer(1), default=100, help="images used by the sanity checks")
@@ -217,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                        models=tuple(args.models), apgd_steps=args.apgd_steps,
                        apgd_restarts=args.apgd_restarts, apgd_t_steps=args.apgd_t_steps, apgd_targets=args.apgd_targets,
                        square_queries=args.square_queries, eot_samples=args.eot_samples, draws=args.draws,
-                       checkpoint_every=args.checkpoint_every)
+                       checkpoint_every=args.checkpoint_every, surrogate_steps=args.surrogate_steps,
+                       transfer_from=tuple(args.transfer_from))
+    if "transfer" in base.attacks and not base.transfer_from:
+        raise ValueError("--attacks transfer needs --transfer-from (the models whose adversarials transfer)")
     budget = domain.budgets.linf_eps
     eps_list = list(args.eps) if args.eps else [budget / 2, budget, 2 * budget]
     n, check_n = args.n, args.check_n

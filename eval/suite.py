@@ -15,6 +15,10 @@ A randomised defense (random restarts without a fixed seed) is judged three ways
 ``SuiteConfig.draws`` > 1: one-shot (one run of the defense), worst-of-N (robust only if all N
 independent runs classify the adversarial correctly) and majority vote of N runs.
 
+The transfer family (``transfer``) attacks other models (``SuiteConfig.transfer_from``: shipped
+defense configurations, shipped classifiers, or models given to :func:`register_transfer_source`)
+through their own exact gradients and judges those adversarials on this one.
+
 Adding an attack: write it in ``attacks/``, then one runner function here and one
 ``AttackSpec`` entry in :data:`ATTACKS`; ``--attacks KEY`` then runs it and the checks pick it up by
 its flags.
@@ -34,12 +38,13 @@ from attacks import APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, Latent
 from attacks.base import predict
 from manifold_defense import DefendedClassifier, PurifiedClassifier
 from manifold_defense.domains import Domain, get_domain
+from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
 
 from .batch_cache import BatchCache
 from .stats import format_accuracy, wilson_interval
 
 __all__ = ["SuiteConfig", "AttackSpec", "Row", "ATTACKS", "run_suite", "worst_case", "format_table", "is_randomized",
-           "WORST"]
+           "WORST", "register_transfer_source", "transfer_source"]
 
 WORST = "worst case (per example)"
 
@@ -73,6 +78,7 @@ class SuiteConfig:
     on_manifold_eta: float = None  # type: ignore[assignment]  # None: the domain's eta, ||G(z) - G(z')|| <= eta
     on_manifold_steps: int = 100
     batch_size: int = 50
+    transfer_from: tuple[str, ...] = ()  # source models of the transfer attack (see transfer_source)
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "bpda_pgd", "exact_apgd_dlr", "on_manifold")
     models: tuple[str, ...] = ("undefended", "defended")
     seed: int = 0
@@ -292,6 +298,70 @@ def _exact_apgd_t(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: tor
     return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
 
 
+_TRANSFER_SOURCES: dict[tuple[str, str], nn.Module] = {}
+
+
+def register_transfer_source(name: str, model: nn.Module, domain: str | Domain = "fashion_mnist") -> None:
+    """Make ``model`` (a classifier or a :class:`PurifiedClassifier`) a source of the transfer attack
+    under ``name`` for ``domain`` (``SuiteConfig(transfer_from=(name, ...))``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"a transfer source must be an nn.Module, got {type(model).__name__}")
+    dom = get_domain(domain) if isinstance(domain, str) else domain
+    _TRANSFER_SOURCES[(dom.name, name)] = model
+
+
+def transfer_source(name: str, domain: Domain) -> nn.Module:
+    """The source model ``name``: one registered with :func:`register_transfer_source`, a shipped
+    defense configuration (``amortised``, ``amortised_at``, ...) or a shipped classifier of ``domain``.
+
+    Raises:
+        ValueError: none of these.
+    """
+    key = (domain.name, name)
+    if key not in _TRANSFER_SOURCES:
+        if name in SHIPPED_DEFENSES:
+            model: nn.Module = defended_pretrained(domain, defense=name)
+        elif name.startswith("classifier") and name in available(domain):
+            model = load_pretrained(name, domain)
+        else:
+            raise ValueError(f"unknown transfer source {name!r}: register it (eval.suite.register_transfer_source) or "
+                             f"name a shipped defense ({', '.join(sorted(SHIPPED_DEFENSES))}) or classifier of "
+                             f"{domain.name}")
+        _TRANSFER_SOURCES[key] = model.eval()
+    return _TRANSFER_SOURCES[key]
+
+
+def _transfer(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+    """Transfer (Papernot et al. 2016; the black-box row of Athalye et al. 2018): APGD-CE through each
+    source's exact gradient (with EOT if it is randomised); per example, the first candidate that
+    fools the judged model is kept (one query per candidate), else the first source's."""
+    if not cfg.transfer_from:
+        raise ValueError("the transfer attack needs source models: SuiteConfig.transfer_from (--transfer-from)")
+    candidates = []
+    for name in cfg.transfer_from:
+        source = transfer_source(name, cfg.domain)
+        randomized = isinstance(source, PurifiedClassifier) and source.randomized
+        attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="ce",
+                      eot_samples=cfg.eot_samples if randomized else 1, bounds=cfg.bounds, seed=cfg.seed)
+        target = ExactGradient(source, checkpoint_every=cfg.checkpoint_every) if isinstance(source, PurifiedClassifier) \
+            else source
+        device = next(source.parameters()).device
+        candidates.append(attack(target, x.to(device), y.to(device)).adversarial.to(x.device))
+
+    def first_that_fools(model: nn.Module) -> torch.Tensor:
+        chosen, fooled = candidates[0].clone(), torch.zeros_like(y, dtype=torch.bool)
+        for adv in candidates:
+            new = (predict(model, adv) != y) & ~fooled
+            chosen[new], fooled = adv[new], fooled | new
+        return chosen
+
+    return _on_both(cfg, lambda: first_that_fools(clf), lambda: first_that_fools(d))
+
+
 def _latent(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
     if not isinstance(d, DefendedClassifier):
         return {}  # an attack in a generator's latent space
@@ -335,6 +405,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
                iterative=True, adaptive=True),
     AttackSpec("exact_apgd_t", "APGD-T (targeted DLR), exact gradient", _exact_apgd_t, _linf, "exact-gradient",
                iterative=True, adaptive=True),
+    AttackSpec("transfer", "transfer (APGD-CE on other models)", _transfer, _linf, "transfer", iterative=True),
     AttackSpec("latent", "latent reparam.", _latent, _linf, "latent", iterative=True, adaptive=True,
                needs_defense=True),
     AttackSpec("square", "Square (gradient-free)", _square, _linf, "gradient-free", iterative=True,

@@ -86,3 +86,13 @@ def test_training_resumes_from_its_saved_state(tmp_path: Path) -> None:
     meta = read_config(tmp_path / "r")["metadata"]
     assert meta["iterations_done"] == 6
     assert [p["iteration"] for p in meta["learning_curve"]] == [2, 4, 6]  # the first run's points kept
+
+
+def test_a_budget_stop_still_saves_a_loadable_generator_marked_unfinished(tmp_path: Path) -> None:
+    data = _ones_domain(tmp_path)
+    config = wgan_gp.WGANConfig(domain="ones", data_dir=str(data), dim=4, batch_size=8, critic_iters=1, device="cpu",
+                                iterations=50, max_minutes=1e-9, out=str(tmp_path / "b"))
+    assert wgan_gp.train(config) is None  # stopped by the budget after the first iteration
+    meta = read_config(tmp_path / "b")["metadata"]
+    assert meta["stopped_by_budget"] is True and meta["iterations_done"] == 1
+    assert (tmp_path / "b.state.json").is_file()

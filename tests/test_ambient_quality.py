@@ -33,14 +33,19 @@ def test_class_coverage_sees_a_collapsed_generator() -> None:
 
 def test_the_table_on_a_tiny_generator_and_resume(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    save_model(WGANGenerator(latent_dim=8, dim=2).eval(), tmp_path / "tiny_0.5")
+    save_model(WGANGenerator(latent_dim=8, dim=2).eval(), tmp_path / "tiny_0.5",
+               metadata={"config": {"measurement": "dropout:0.5", "unmeasured": False}, "iterations_done": 7})
     argv = ["--generators", f"tiny={tmp_path / 'tiny_0.5'}", "--samples", "300", "--cs-n", "2", "--acc-n", "3",
             "--m", "20", "--out", str(tmp_path / "q")]
     record = ambient_quality.main(argv)
     row = record["generators"][f"tiny={tmp_path / 'tiny_0.5'}"]
     assert row["frechet_distance"] > 0 and 0 < row["evenness"] <= 1 and 1 <= row["classes_covered"] <= 10
     assert set(row["cs_mse"]) == {"20"} and 0 <= row["accuracy_behind_projection"] <= 1
-    assert "Lasso-DCT" in (tmp_path / "q" / "ambient_quality.md").read_text()
+    assert row["provenance"] == {"trained_on": "measured dropout:0.5", "measurement": "dropout:0.5", "iterations": 7,
+                                 "stopped_by_budget": False}
+    table = (tmp_path / "q" / "ambient_quality.md").read_text()
+    assert "Lasso-DCT" in table and "| measured dropout:0.5 | 7 |" in table
+    assert (tmp_path / "q" / "ambient_samples.png").stat().st_size > 1000  # the training data as measured + samples
     again = ambient_quality.main([*argv, "--resume"])
     assert again["generators"] == record["generators"]  # read back, not recomputed
     assert json.loads((tmp_path / "q" / "ambient_quality.json").read_text())["settings"]["samples"] == 300

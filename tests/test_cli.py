@@ -47,6 +47,7 @@ BAD_FLAGS = [
     ("manifold_defense.training.ddpm", ["--ema", "1.5"], "--ema", "1.5"),
     ("eval.robustness", ["--t-star", "0"], "--t-star", "0"),
     ("eval.robustness", ["--purifier", "magic"], "--purifier", "magic"),
+    ("eval.robustness", ["--transfer-from", ","], "--transfer-from", ","),
     ("eval.certify", ["--attack-steps", "0"], "--attack-steps", "0"),
     ("benchmarks.diffusion_gradient", ["--segments", "0"], "--segments", "0"),
     ("eval.ambient_quality", ["--cs-n", "0"], "--cs-n", "0"),
@@ -134,6 +135,15 @@ def test_script_prints_a_corrupt_file_as_one_error_line(tmp_path: Path, capsys: 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and str(bad) in err
+
+
+def test_transfer_without_sources_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from eval import robustness
+
+    with pytest.raises(SystemExit) as exc:
+        run(robustness.main, ["--attacks", "clean,transfer", "--quick"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: --attacks transfer needs --transfer-from (the models whose adversarials transfer)\n"
 
 
 def test_python_m_answers_a_bad_flag_without_a_traceback() -> None:

@@ -89,7 +89,8 @@ def _measured_dataset(images: torch.Tensor, family: MeasurementFamily, config: W
 
 def train(config: WGANConfig) -> WGANGenerator | None:
     """Run WGAN-GP training and save the generator; returns it (eval mode), or None when
-    ``max_minutes`` stopped it first (its state saved for ``resume``).
+    ``max_minutes`` stopped it first (the generator so far is still saved, marked
+    ``stopped_by_budget``, and the state is saved for ``resume``).
 
     Raises:
         ValueError: an unknown measurement family, or ``unmeasured`` without one.
@@ -166,17 +167,19 @@ def train(config: WGANConfig) -> WGANGenerator | None:
             checkpoint()
             log.warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true continues",
                         done, config.iterations, config.max_minutes)
-            return None
+            break
+    finished = done >= config.iterations
     G.eval()
-    save_model(G, config.out, metadata={
+    save_model(G, config.out, metadata={  # loadable after every piece; "stopped_by_budget" marks an unfinished run
         "trained_by": "manifold_defense.training.wgan_gp",
         "config": dataclasses.asdict(config),
         "iterations_done": done,
+        "stopped_by_budget": not finished,
         "learning_curve": curve,
         "train_seconds": round(seconds0 + time.monotonic() - start, 1),
         "final_wasserstein_estimate": float(-wasserstein.item()),
     })
-    return G
+    return G if finished else None
 
 
 def build_parser() -> argparse.ArgumentParser:

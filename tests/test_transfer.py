@@ -1,0 +1,56 @@
+"""The transfer family: adversarials crafted on other models (through their exact gradients) and
+judged on this one, per example the first candidate that fools it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eval.suite import ATTACKS, SuiteConfig, register_transfer_source, run_suite, transfer_source
+from manifold_defense import DefendedClassifier, ProjectionConfig
+from manifold_defense.domains import get_domain
+
+
+@pytest.fixture
+def defense(trained_mlp, pca_generator) -> DefendedClassifier:
+    return DefendedClassifier(trained_mlp, pca_generator, ProjectionConfig(restarts=2, steps=3, lr=0.3, seed=0)).eval()
+
+
+def test_transfer_from_the_model_itself_is_that_models_white_box_attack(trained_mlp, defense, fmnist_small) -> None:
+    _, _, x, y = fmnist_small
+    x, y = x[:16], y[:16]
+    register_transfer_source("test_self", trained_mlp)
+    cfg = SuiteConfig(attacks=("exact_apgd_ce", "transfer"), apgd_steps=5, batch_size=8, models=("undefended",),
+                      eps=0.1, transfer_from=("test_self",))
+    white_box, transfer = run_suite(trained_mlp, defense, x, y, cfg, progress=False)
+    assert transfer.key == "transfer" and transfer.accuracy < 1.0
+    assert torch.equal(white_box.correct, transfer.correct)  # same attack, same seed, same model
+
+
+def test_candidates_stay_in_the_ball_and_the_first_that_fools_is_kept(trained_mlp, defense, fmnist_small) -> None:
+    _, _, x, y = fmnist_small
+    x, y = x[:8].clone(), y[:8]
+    before = x.clone()
+    register_transfer_source("test_mlp", trained_mlp)
+    register_transfer_source("test_defense", defense)
+    cfg = SuiteConfig(apgd_steps=4, eps=0.1, transfer_from=("test_defense", "test_mlp"))
+    adv = ATTACKS["transfer"].run(trained_mlp, defense, x, y, cfg)
+    assert set(adv) == {"undefended", "defended"} and torch.equal(x, before)  # input untouched
+    for images in adv.values():
+        assert float((images - x).abs().max()) <= 0.1 + 1e-6 and images.min() >= 0 and images.max() <= 1
+    # A source judged on itself: whatever one candidate fools, the kept one fools too.
+    alone = ATTACKS["transfer"].run(trained_mlp, defense, x, y, SuiteConfig(apgd_steps=4, eps=0.1,
+                                                                            transfer_from=("test_mlp",)))
+    fooled_alone = trained_mlp(alone["undefended"]).argmax(1) != y
+    fooled_both = trained_mlp(adv["undefended"]).argmax(1) != y
+    assert bool((fooled_both >= fooled_alone).all())
+
+
+def test_transfer_needs_known_sources(trained_mlp, defense, fmnist_small) -> None:
+    _, _, x, y = fmnist_small
+    with pytest.raises(ValueError, match="needs source models"):
+        ATTACKS["transfer"].run(trained_mlp, defense, x[:2], y[:2], SuiteConfig())
+    with pytest.raises(ValueError, match="unknown transfer source 'nope'"):
+        transfer_source("nope", get_domain("fashion_mnist"))
+    with pytest.raises(TypeError, match="nn.Module"):
+        register_transfer_source("bad", lambda t: t)  # type: ignore[arg-type]
