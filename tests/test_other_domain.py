@@ -99,7 +99,7 @@ def test_range_adapter_maps_tanh_output_into_the_domain(world):
 
 def test_whole_pipeline_on_the_other_domain(world, tmp_path: Path):
     from eval import robustness
-    from eval.suite import ATTACKS
+    from eval.suite import ATTACKS, register_transfer_source
 
     domain, G, C = world["domain"], world["G"], world["C"]
     config = ProjectionConfig(restarts=2, steps=30, lr=0.1, pixel_range=domain.pixel_range)
@@ -114,9 +114,10 @@ def test_whole_pipeline_on_the_other_domain(world, tmp_path: Path):
     bundle = save_bundle(defended, tmp_path / "bundle", domain=domain)
     assert json.loads((bundle / "manifest.json").read_text())["domain"]["image_shape"] == list(SHAPE)
 
+    register_transfer_source("rgb_classifier", C, domain)  # the transfer family's source on this domain
     record = robustness.main(["--defense", str(bundle), "--domain", domain.name, "--quick", "--attacks",
-                              ",".join(ATTACKS), "--num-images", "24", "--batch-size", "24", "--check-n", "8",
-                              "--draws", "2", "--out", str(tmp_path / "report")])
+                              ",".join(ATTACKS), "--transfer-from", "rgb_classifier", "--num-images", "24",
+                              "--batch-size", "24", "--check-n", "8", "--draws", "2", "--out", str(tmp_path / "report")])
     assert record is not None and record["domain"]["name"] == domain.name
     assert all(v > 0 for v in record["seconds_per_prediction"].values())  # recorded (timings are not asserted)
     rows = record["results"][str(domain.budgets.linf_eps)]

@@ -57,3 +57,26 @@ def test_load_named_takes_a_shipped_name_or_a_path_and_names_a_missing_one(tmp_p
     assert isinstance(load_named(str(tmp_path / "mine_0.5")), MLP)
     with pytest.raises(CheckpointError, match="no checkpoint 'nosuch'"):
         load_named("nosuch")
+
+
+def test_the_ambient_generator_is_a_prior_for_recovery_and_a_defense_generator() -> None:
+    from manifold_defense import DefendedClassifier, ProjectionConfig
+    from manifold_defense.checkpoint import read_config
+    from manifold_defense.domains import weights_path
+    from manifold_defense.inverse import recover
+    from manifold_defense.operators import GaussianMeasurement
+
+    G = load_pretrained("generator_ambient_dropout_0.9").eval()
+    config = read_config(weights_path(get_domain("fashion_mnist"), "generator_ambient_dropout_0.9"))["metadata"]["config"]
+    assert config["measurement"] == "dropout:0.9" and config["unmeasured"] is False  # learned from measurements only
+    x, _ = get_domain("fashion_mnist").load("test", limit=4)
+    A = GaussianMeasurement(100, (1, 28, 28), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = A(x)
+        far = (A(G(torch.randn(4, G.latent_dim, generator=torch.Generator().manual_seed(1)))) - y).pow(2).mean()
+    found = recover(y, A, G, ProjectionConfig(restarts=2, steps=60, lr=0.05, init_std=1.0, seed=0))
+    with torch.no_grad():
+        assert found.x_hat.shape == x.shape and (A(found.x_hat) - y).pow(2).mean() < 0.5 * far
+    defended = DefendedClassifier(load_pretrained("classifier"), G, ProjectionConfig(restarts=2, steps=5, seed=0))
+    with torch.no_grad():
+        assert defended(x).shape == (4, 10)
