@@ -40,7 +40,7 @@ from manifold_defense import DefendedClassifier, PurifiedClassifier
 from manifold_defense.domains import Domain, get_domain
 from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
 
-from .batch_cache import BatchCache
+from .batch_cache import BatchCache, model_fingerprint
 from .stats import format_accuracy, wilson_interval
 
 __all__ = ["SuiteConfig", "AttackSpec", "Row", "ATTACKS", "run_suite", "worst_case", "format_table", "is_randomized",
@@ -349,7 +349,8 @@ def _transfer(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.T
                       eot_samples=cfg.eot_samples if randomized else 1, bounds=cfg.bounds, seed=cfg.seed)
         target = ExactGradient(source, checkpoint_every=cfg.checkpoint_every) if isinstance(source, PurifiedClassifier) \
             else source
-        device = next(source.parameters()).device
+        weight = next(iter(source.parameters()), None)
+        device = weight.device if weight is not None else x.device
         candidates.append(attack(target, x.to(device), y.to(device)).adversarial.to(x.device))
 
     def first_that_fools(model: nn.Module) -> torch.Tensor:
@@ -462,6 +463,10 @@ def run_suite(
     draws = {"undefended": 1, "defended": cfg.draws if is_randomized(defended) else 1}
     n_batches = (len(x) + cfg.batch_size - 1) // cfg.batch_size
     mine = list(range(n_batches)) if batches is None else batches
+    settings = cfg.to_dict()
+    if cache is not None and "transfer" in cfg.attacks:
+        # The sources' weights decide the transfer verdicts too (a name alone could be re-registered).
+        settings["transfer_weights"] = [model_fingerprint(transfer_source(n, cfg.domain)) for n in cfg.transfer_from]
     rows: list[Row] = []
     bar = tqdm(cfg.attacks, desc="attacks", unit="attack", disable=not progress)
     for a, name in enumerate(bar):
@@ -473,7 +478,7 @@ def run_suite(
         parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
         for b in tqdm(mine, desc=name, unit="batch", leave=False, disable=not progress):
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            key = cache.key(cfg.to_dict(), a, b, x[sl], y[sl]) if cache is not None else ""
+            key = cache.key(settings, a, b, x[sl], y[sl]) if cache is not None else ""
             found = cache.get(key) if cache is not None else None
             if found is None:
                 torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)

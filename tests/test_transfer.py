@@ -54,3 +54,22 @@ def test_transfer_needs_known_sources(trained_mlp, defense, fmnist_small) -> Non
         transfer_source("nope", get_domain("fashion_mnist"))
     with pytest.raises(TypeError, match="nn.Module"):
         register_transfer_source("bad", lambda t: t)  # type: ignore[arg-type]
+
+
+def test_the_cache_knows_the_sources_weights_not_only_their_names(trained_mlp, defense, fmnist_small,
+                                                                   tmp_path) -> None:
+    from eval.batch_cache import BatchCache
+    from manifold_defense.models import MLP
+
+    _, _, x, y = fmnist_small
+    cfg = SuiteConfig(attacks=("transfer",), apgd_steps=2, batch_size=4, models=("undefended",), eps=0.1,
+                      transfer_from=("test_swapped",))
+    register_transfer_source("test_swapped", trained_mlp)
+    cache = BatchCache(tmp_path, fingerprint="t")
+    run_suite(trained_mlp, defense, x[:4], y[:4], cfg, progress=False, cache=cache)
+    run_suite(trained_mlp, defense, x[:4], y[:4], cfg, progress=False, cache=cache)
+    assert (cache.hits, cache.misses) == (1, 1)  # the same source: served from the cache
+    torch.manual_seed(5)
+    register_transfer_source("test_swapped", MLP(hidden=8, depth=1).eval())  # same name, other weights
+    run_suite(trained_mlp, defense, x[:4], y[:4], cfg, progress=False, cache=cache)
+    assert cache.misses == 2
