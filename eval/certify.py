@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks import SmoothAdv
+from eval.certify_table import base_label
 from manifold_defense import ProjectionConfig
 from manifold_defense.cli import ToolParser, integer, real, reals, run
 from manifold_defense.diffusion import OneShotDenoiser
@@ -64,11 +65,14 @@ class ClampInput(nn.Module):
         return self.model(x.clamp(self.low, self.high))
 
 
-def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.5, ddpm: str = "ddpm") -> nn.Module:
+def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.5, ddpm: str = "ddpm",
+               encoder: str = "encoder") -> nn.Module:
     """The base classifier f of smoothing at noise level ``sigma``: ``classifier`` (a shipped name or a
     checkpoint path) alone, behind the shipped generator's amortised projection G(E(x)) or iterative
-    projection (the noisy input clipped to the pixel range first), or behind the DDPM of ``ddpm`` as a
-    one-shot denoiser at the matching noise level (no clipping: it expects Gaussian noise).
+    projection with the encoder ``encoder`` (the noisy input clipped to the pixel range first; a
+    shipped name or a checkpoint path, e.g. one fine-tuned for noise by ``manifold_defense.training.encoder
+    --noise-sigma``), or behind the DDPM of ``ddpm`` as a one-shot denoiser at the matching noise level
+    (no clipping: it expects Gaussian noise).
 
     Raises:
         ValueError: an unknown denoiser, a ``ddpm`` that is not a DDPM, a sigma beyond its timesteps.
@@ -87,6 +91,8 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
     config = (ProjectionConfig(restarts=1, steps=0, use_encoder=True, pixel_range=domain.pixel_range)
               if denoiser == "amortised" else None)
     defended = defended_pretrained(domain, config, defense="projection", classifier=clf).eval()
+    if encoder != "encoder":
+        defended.encoder = load_named(encoder, domain).eval()
     defended.gradient = "exact"  # the attack on the smoothed classifier differentiates through the denoiser
     return ClampInput(defended, domain.pixel_range).eval()
 
@@ -131,6 +137,7 @@ def _soundness(correct: Sequence[bool], radii: Sequence[float], labels: Sequence
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What must agree between a report and one that extends it."""
     return {"classifier": args.classifier, "denoiser": args.denoiser, "ddpm": args.ddpm if args.denoiser == "diffusion" else None,
+            **({"encoder": args.encoder} if args.denoiser in ("amortised", "projection") else {}),
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "images_per_batch": args.images_per_batch,
             "sigma": [f"{s:g}" for s in args.sigma],
             "attack": {"radii": list(args.attack_radii), "steps": args.attack_steps, "samples": args.attack_samples,
@@ -174,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="none: the classifier alone; amortised: behind G(E(x)); projection: behind the 50-step "
                              "projection; diffusion: behind the DDPM of --ddpm as a one-shot denoiser")
     parser.add_argument("--ddpm", default="ddpm", help="a shipped DDPM's name or a checkpoint path (--denoiser diffusion)")
+    parser.add_argument("--encoder", default="encoder",
+                        help="the encoder of G(E(x)) (--denoiser amortised or projection): a shipped name or a checkpoint "
+                             "path, e.g. one fine-tuned for noise (python -m manifold_defense.training.encoder --noise-sigma)")
     parser.add_argument("--sigma", type=reals(0.0, low_open=True), default=[0.25, 0.5, 1.0], help="noise levels")
     parser.add_argument("--num-images", type=integer(1), default=500, help="the first N test images")
     parser.add_argument("--n0", type=integer(1), default=100, help="draws that select the class")
@@ -249,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     domain = resolve_domain(args.domain, args.data)
     x, y = domain.load("test", limit=args.num_images)
     x, y = x.to(args.device), y.to(args.device)
-    bases = {sigma: build_base(args.classifier, args.denoiser, domain, sigma, args.ddpm).to(args.device)
+    bases = {sigma: build_base(args.classifier, args.denoiser, domain, sigma, args.ddpm, args.encoder).to(args.device)
              for sigma in args.sigma}
     code = code_fingerprint() + args.denoiser
     cache_dir = Path(args.cache) if args.cache else None
@@ -301,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         return None
     record = {
         "command": " ".join(["python -m eval.certify", *(sys.argv[1:] if argv_list is None else argv_list)]),
-        "classifier": args.classifier, "denoiser": args.denoiser, "dataset": domain.name, "num_images": len(x),
+        "classifier": args.classifier, "denoiser": args.denoiser,
+        **({"encoder": args.encoder} if args.encoder != "encoder" and args.denoiser in ("amortised", "projection") else {}),
+        "dataset": domain.name, "num_images": len(x),
         "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "radii": list(args.radii),
         "attack": {"name": "SmoothAdv (Salman et al. 2019)", "radii": list(args.attack_radii),
                    "steps": args.attack_steps, "samples": args.attack_samples, "predict_n": args.attack_n},
@@ -316,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     header = "| sigma | " + " | ".join(f"r = {r:g}" for r in [0.0, *args.radii]) + " | ACR | abstain | s / image |"
     lines = [f"Command: `{record['command']}`", "",
              f"Certified accuracy (Cohen et al. CERTIFY, n0 = {args.n0}, n = {args.n}, alpha = {args.alpha:g}) of "
-             f"{args.classifier}{'' if args.denoiser == 'none' else ' behind the ' + args.denoiser + ' denoiser'} on the "
+             f"{base_label(record)} on the "
              f"first {len(x)} {domain.title} test images; r = 0 is the smoothed classifier's clean accuracy.", "",
              header, "|" + "---|" * (len(args.radii) + 5)]
     for sigma, res in results.items():

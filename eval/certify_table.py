@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from manifold_defense.cli import ToolParser, real, reals, run
 
-__all__ = ["CERTIFY_REPORTS", "certify_table", "best_at", "main"]
+__all__ = ["CERTIFY_REPORTS", "base_label", "certify_table", "best_at", "main"]
 
 CERTIFY_REPORTS = (
     "eval/reports/certify_lenet_noise_0.25",
@@ -38,13 +38,16 @@ def _load(path: str) -> dict[str, Any]:
     return dict(json.loads(file.read_text()))
 
 
-def _label(record: dict[str, Any]) -> str:
+def base_label(record: dict[str, Any]) -> str:
+    """The base model of a certification record in words, e.g. ``classifier_lenet behind the amortised
+    denoiser (encoder encoder_noise_0.5)``."""
     denoiser = record.get("denoiser", "none")
-    return record["classifier"] + ("" if denoiser == "none" else f" behind the {denoiser} denoiser")
+    encoder = f" (encoder {record['encoder']})" if record.get("encoder") else ""
+    return record["classifier"] + ("" if denoiser == "none" else f" behind the {denoiser} denoiser{encoder}")
 
 
 def _rows(records: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-    return [(_label(r), sigma, res, r) for r in records for sigma, res in r["results"].items()]
+    return [(base_label(r), sigma, res, r) for r in records for sigma, res in r["results"].items()]
 
 
 def best_at(records: list[dict[str, Any]], radius: float) -> tuple[str, str, float]:

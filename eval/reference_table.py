@@ -196,7 +196,9 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float, protoc
 
 def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:
     """Markdown: one row per :class:`Column` (a configuration) with its clean and worst-case accuracy
-    over the first images, its seconds per prediction and how many attack rows its worst case took.
+    over the first images (one-shot, and worst-of-N for a randomised defense: wrong if any of N runs
+    is wrong), how many attack rows its worst case took, its seconds per prediction and the peak
+    memory of its report's process (reports that recorded it).
 
     Raises:
         ReportError: as :func:`reference_table`.
@@ -207,10 +209,12 @@ def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol
 def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
              protocol: str = "one-shot") -> str:
     cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
+    worst_of_n = _cells(columns, records, first=first, eps=eps, protocol="worst-of-N")
     worst = [_bits(c, r, first=first, eps=eps, protocol=protocol, attack=_label(c)) for c, r in zip(columns, records)]
     lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
-             "| attacks in the worst case | seconds per prediction | robust only here / only in the first row (McNemar p) |",
-             "|---|---|---|---|---|---|"]
+             "| worst-of-N (randomised) | attacks in the worst case | seconds per prediction | peak memory (MiB) "
+             "| robust only here / only in the first row (McNemar p) |",
+             "|---|---|---|---|---|---|---|---|"]
     for i, (column, record, cell) in enumerate(zip(columns, records, cells)):
         speed = record.get("seconds_per_prediction", {}).get(column.model)
         attacks = 1 if column.attack else sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
@@ -220,9 +224,13 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
             here = sum(a == "1" and b == "0" for a, b in zip(mine, reference))
             there = sum(a == "0" and b == "1" for a, b in zip(mine, reference))
             paired = f"{here} / {there} (p = {mcnemar_p(here, there):.2g})"
+        label = _label(column)
+        randomised = f"{column.model} | {label} | worst-of-N" in record["per_example"].get(str(float(eps)), {})
+        n_worst = _cell(worst_of_n[i][label], first) if randomised and label in worst_of_n[i] else "–"
+        peak = record.get("peak_rss_mib") or (record.get("exact_gradient_step") or {}).get("peak_rss_mib_after")
         lines.append(f"| {column.title} | {_cell(cell['clean'], first) if 'clean' in cell else '–'} | "
-                     f"**{_cell(cell[_label(column)], first) if _label(column) in cell else '–'}** | {attacks} | "
-                     f"{'–' if speed is None else f'{speed:.2g}'} | {paired} |")
+                     f"**{_cell(cell[label], first) if label in cell else '–'}** | {n_worst} | {attacks} | "
+                     f"{'–' if speed is None else f'{speed:.2g}'} | {'–' if peak is None else f'{peak:.0f}'} | {paired} |")
     return "\n".join(lines)
 
 

@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="steps of the shortened purifier of the bpda_apgd_short surrogate")
     parser.add_argument("--transfer-from", type=_sources, default=(),
                         help="comma list of source models of the transfer attack (--attacks ...,transfer): shipped "
-                             f"defenses ({', '.join(sorted(SHIPPED_DEFENSES))}) or shipped classifiers")
+                             f"defenses ({', '.join(sorted(SHIPPED_DEFENSES))}), shipped classifiers, or diffpure_t<T>[_s<S>] "
+                             "(the standard classifier behind DiffPure at t* = T with S reverse steps)")
     parser.add_argument("--checkpoint-every", type=integer(1), default=SuiteConfig.checkpoint_every,
                         help="projection (or sampler) steps per recomputed segment of the exact gradient")
     parser.add_argument("--check-n", type=integer(1), default=100, help="images used by the sanity checks")

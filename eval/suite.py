@@ -26,6 +26,7 @@ its flags.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
@@ -37,7 +38,9 @@ from tqdm import tqdm
 from attacks import APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
 from manifold_defense import DefendedClassifier, PurifiedClassifier
+from manifold_defense.diffusion import DiffusionPurifier
 from manifold_defense.domains import Domain, get_domain
+from manifold_defense.models import DDPM
 from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
 
 from .batch_cache import BatchCache, model_fingerprint
@@ -314,23 +317,36 @@ def register_transfer_source(name: str, model: nn.Module, domain: str | Domain =
     _TRANSFER_SOURCES[(dom.name, name)] = model
 
 
+_DIFFPURE_SOURCE = re.compile(r"diffpure_t(\d+)(?:_s(\d+))?")
+
+
 def transfer_source(name: str, domain: Domain) -> nn.Module:
     """The source model ``name``: one registered with :func:`register_transfer_source`, a shipped
-    defense configuration (``amortised``, ``amortised_at``, ...) or a shipped classifier of ``domain``.
+    defense configuration (a key of ``SHIPPED_DEFENSES``: ``amortised_at``, ``projection``), a
+    shipped classifier of ``domain``, or ``diffpure_t<T>[_s<S>]``: the standard ``classifier`` behind
+    DiffPure with the shipped ``ddpm`` (diffuse to t* = T, denoise in S reverse steps; default T).
 
     Raises:
-        ValueError: none of these.
+        ValueError: none of these, or a t* / step count the DDPM cannot run.
     """
     key = (domain.name, name)
     if key not in _TRANSFER_SOURCES:
+        diffpure = _DIFFPURE_SOURCE.fullmatch(name)
         if name in SHIPPED_DEFENSES:
             model: nn.Module = defended_pretrained(domain, defense=name)
         elif name.startswith("classifier") and name in available(domain):
             model = load_pretrained(name, domain)
+        elif diffpure is not None and {"ddpm", "classifier"} <= set(available(domain)):
+            ddpm = load_pretrained("ddpm", domain)
+            if not isinstance(ddpm, DDPM):
+                raise ValueError(f"transfer source {name!r}: the shipped ddpm of {domain.name} is not a DDPM")
+            steps = int(diffpure[2]) if diffpure[2] else None
+            purifier = DiffusionPurifier(ddpm, t_star=int(diffpure[1]), steps=steps)
+            model = PurifiedClassifier(load_pretrained("classifier", domain), purifier)
         else:
             raise ValueError(f"unknown transfer source {name!r}: register it (eval.suite.register_transfer_source) or "
-                             f"name a shipped defense ({', '.join(sorted(SHIPPED_DEFENSES))}) or classifier of "
-                             f"{domain.name}")
+                             f"name a shipped defense ({', '.join(sorted(SHIPPED_DEFENSES))}), classifier of "
+                             f"{domain.name} or diffpure_t<T>[_s<steps>]")
         _TRANSFER_SOURCES[key] = model.eval()
     return _TRANSFER_SOURCES[key]
 

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -172,6 +172,14 @@ class DefendedClassifier(PurifiedClassifier):
         super().__init__(classifier, purifier, gradient=gradient)
 
     # The projection's parts, read and set through the purifier.
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ files a module value under the wrapper's own submodules, which would
+        # bypass the property below and leave the purifier's encoder in use; route it to the setter.
+        if name == "encoder":
+            self.purifier.encoder = value
+            return
+        super().__setattr__(name, value)
+
     @property
     def generator(self) -> nn.Module:
         return self.purifier.generator

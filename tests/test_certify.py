@@ -120,3 +120,20 @@ def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="alpha"):
         certify.main([*common, "--num-images", "8", "--alpha", "0.01", "--extend", str(tmp_path / "half"),
                       "--out", str(tmp_path / "bad")])
+
+
+def test_the_amortised_denoiser_takes_another_encoder(tmp_path: Path) -> None:
+    from manifold_defense.training import encoder as encoder_training
+    from manifold_defense.checkpoint import load_model
+
+    enc = str(tmp_path / "enc")
+    encoder_training.main(["--quick", "--iterations", "2", "--noise-sigma", "0.5", "--out", enc, "--device", "cpu"])
+    domain = certify.resolve_domain("fashion_mnist", None)
+    base = certify.build_base("classifier", "amortised", domain, 0.5, encoder=enc)
+    used = dict(base.model.encoder.state_dict())  # type: ignore[union-attr]
+    for name, tensor in load_model(enc).state_dict().items():
+        assert torch.equal(used[name], tensor)
+    record = certify.main(["--classifier", "classifier", "--denoiser", "amortised", "--encoder", enc, "--sigma", "0.5",
+                           "--quick", "--num-images", "4", "--images-per-batch", "4", "--out", str(tmp_path / "r")])
+    assert record is not None and record["encoder"] == enc and record["settings"]["encoder"] == enc
+    assert f"(encoder {enc})" in (tmp_path / "r" / "certify.md").read_text()

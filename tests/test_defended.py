@@ -81,3 +81,16 @@ def test_amortised_projection_needs_an_encoder(tiny_classifier, tiny_generator):
     with pytest.raises(ValueError, match="steps=0"):
         DefendedClassifier(tiny_classifier, tiny_generator, ProjectionConfig(steps=0, use_encoder=False),
                            encoder=torch.nn.Flatten())
+
+
+def test_setting_the_encoder_reaches_the_purifier() -> None:
+    G = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Unflatten(1, (1, 4, 4)), torch.nn.Sigmoid())
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    first = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    second = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    defended = DefendedClassifier(clf, G, ProjectionConfig(steps=0, restarts=1), encoder=first, latent_dim=4)
+    defended.encoder = second
+    assert defended.encoder is second and defended.purifier.encoder is second
+    assert "encoder" not in dict(defended.named_children())  # not a second, unused copy on the wrapper
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.allclose(defended.purify(x), G(second(x)).clamp(0, 1))

@@ -32,3 +32,19 @@ def test_cli_rejects_unknown_flags():
 def test_cli_types_and_quick_overrides():
     config = parse_config(classifier.ClassifierConfig, ["--quick", "--lr", "0.5", "--epochs", "2"])
     assert config.lr == 0.5 and config.epochs == 2 and config.train_limit == 512
+
+
+def test_encoder_fine_tuned_for_noise_from_an_existing_encoder(tmp_path: Path):
+    first, tuned = str(tmp_path / "e"), str(tmp_path / "e_noise")
+    encoder.main(["--quick", "--iterations", "2", "--out", first, "--device", "cpu"])
+    encoder.main(["--quick", "--iterations", "2", "--init", first, "--noise-sigma", "0.5", "--out", tuned,
+                  "--device", "cpu"])
+    config = read_config(tuned)["metadata"]["config"]
+    assert config["init"] == first and config["noise_sigma"] == 0.5
+    assert load_model(tuned).latent_dim == load_model(first).latent_dim  # type: ignore[attr-defined]
+
+
+def test_encoder_init_must_be_an_encoder_of_the_generator(tmp_path: Path):
+    with pytest.raises(ValueError, match="not an encoder"):
+        encoder.train(parse_config(encoder.EncoderConfig, ["--quick", "--init", "classifier", "--out",
+                                                           str(tmp_path / "e"), "--device", "cpu"]))

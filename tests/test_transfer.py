@@ -73,3 +73,19 @@ def test_the_cache_knows_the_sources_weights_not_only_their_names(trained_mlp, d
     register_transfer_source("test_swapped", MLP(hidden=8, depth=1).eval())  # same name, other weights
     run_suite(trained_mlp, defense, x[:4], y[:4], cfg, progress=False, cache=cache)
     assert cache.misses == 2
+
+
+def test_a_diffpure_source_is_named_by_its_t_star_and_steps(fmnist_small) -> None:
+    from manifold_defense import PurifiedClassifier
+    from manifold_defense.diffusion import DiffusionPurifier
+
+    _, _, x, y = fmnist_small
+    source = transfer_source("diffpure_t20_s2", get_domain("fashion_mnist"))
+    assert isinstance(source, PurifiedClassifier) and source.randomized
+    assert isinstance(source.purifier, DiffusionPurifier)
+    assert (source.purifier.t_star, source.purifier.steps) == (20, 2)
+    cfg = SuiteConfig(apgd_steps=2, eot_samples=1, eps=0.1, transfer_from=("diffpure_t20_s2",))
+    adv = ATTACKS["transfer"].run(source.classifier, source, x[:4], y[:4], cfg)
+    assert float((adv["defended"] - x[:4]).abs().max()) <= 0.1 + 1e-6
+    with pytest.raises(ValueError, match="t_star"):
+        transfer_source("diffpure_t5000", get_domain("fashion_mnist"))

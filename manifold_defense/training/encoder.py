@@ -3,8 +3,15 @@
 Loss per batch (Invert-and-Defend / bidirectional inversion):
     ||E(G(z)) - z||^2 on generated samples  +  ||G(E(x)) - x||^2 (per-pixel MSE) on real images.
 
+With ``--noise-sigma s`` the encoder sees clip(image + s * e), e ~ N(0, I), in both terms while the
+targets stay clean: G(E(.)) becomes a Gaussian denoiser for randomized smoothing (Salman et al.
+2020's MSE objective, with the generator fixed). ``--init`` starts from an existing encoder
+(fine-tuning, e.g. the shipped one).
+
     python -m manifold_defense.training.encoder --generator manifold_defense/weights/fashion_mnist/generator \
         --out manifold_defense/weights/fashion_mnist/encoder
+    python -m manifold_defense.training.encoder --init encoder --noise-sigma 0.5 --iterations 1500 \
+        --out manifold_defense/weights/fashion_mnist/encoder_noise_0.5     # a denoiser for sigma 0.5
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_model, save_model
 from ..domains import resolve_domain, weights_path
+from ..pretrained import load_named
 from ..models import Encoder
 from .cli import config_parser, parse_config, resolve_device, seed_everything
 
@@ -36,6 +44,8 @@ class EncoderConfig:
         "iterations": (1, None, False), "batch_size": (1, None, False), "lr": (0.0, None, True)}
 
     generator: str = ""  # empty: the domain's shipped generator
+    init: str = ""  # empty: a fresh encoder; else a shipped encoder's name or a checkpoint path to fine-tune
+    noise_sigma: float = 0.0  # Gaussian noise (pixel units) on the encoder's inputs; targets stay clean
     domain: str = "fashion_mnist"
     data_dir: str = ""  # empty: the domain's own files
     out: str = "runs/encoder"
@@ -66,7 +76,21 @@ def train(config: EncoderConfig) -> Encoder:
     x_train, _ = domain.load("train")
     x_test, _ = domain.load("test", limit=1000)
     x_train, x_test = x_train.to(device), x_test.to(device)
-    E = Encoder(latent_dim=k, channels=domain.image_shape[0], image_size=domain.image_shape[-1]).to(device)
+    if config.init:
+        E = load_named(config.init, domain, map_location=device).float()
+        if not isinstance(E, Encoder) or int(getattr(E, "latent_dim", -1)) != k:
+            raise ValueError(f"--init {config.init}: not an encoder into the generator's {k}-dimensional latent space")
+    else:
+        E = Encoder(latent_dim=k, channels=domain.image_shape[0], image_size=domain.image_shape[-1]).to(device)
+    E.train()
+    lo, hi = domain.pixel_range
+
+    def noisy(images: torch.Tensor) -> torch.Tensor:
+        if config.noise_sigma == 0:
+            return images
+        noise = torch.randn(images.shape, generator=gen).to(device)
+        return (images + config.noise_sigma * noise).clamp(lo, hi)
+
     opt = torch.optim.Adam(E.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
     start = time.monotonic()
@@ -74,8 +98,8 @@ def train(config: EncoderConfig) -> Encoder:
     for it in bar:
         z = torch.randn(config.batch_size, k, generator=gen).to(device)
         x = x_train[torch.randint(0, len(x_train), (config.batch_size,), generator=gen).to(device)]
-        loss_z = F.mse_loss(E(G(z)), z)
-        loss_x = F.mse_loss(G(E(x)), x)
+        loss_z = F.mse_loss(E(noisy(G(z))), z)
+        loss_x = F.mse_loss(G(E(noisy(x))), x)
         loss = config.latent_weight * loss_z + config.pixel_weight * loss_x
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,8 +109,9 @@ def train(config: EncoderConfig) -> Encoder:
             bar.set_postfix(z_mse=f"{loss_z.item():.3f}", x_mse=f"{loss_x.item():.4f}")
     E.eval()
     with torch.no_grad():
-        test_mse = float(F.mse_loss(G(E(x_test)), x_test))
-    log.info("test per-pixel MSE of G(E(x)) on 1000 test images: %.5f", test_mse)
+        test_mse = float(F.mse_loss(G(E(noisy(x_test))), x_test))
+    log.info("test per-pixel MSE of G(E(x%s)) on 1000 test images: %.5f",
+             f" + {config.noise_sigma:g} e" if config.noise_sigma else "", test_mse)
     save_model(E, config.out, metadata={
         "trained_by": "manifold_defense.training.encoder",
         "config": dataclasses.asdict(config),
