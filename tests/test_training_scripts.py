@@ -41,6 +41,8 @@ def test_encoder_fine_tuned_for_noise_from_an_existing_encoder(tmp_path: Path):
                   "--device", "cpu"])
     config = read_config(tuned)["metadata"]["config"]
     assert config["init"] == first and config["noise_sigma"] == 0.5
+    curve = read_config(tuned)["metadata"]["learning_curve"]
+    assert [row["iteration"] for row in curve] == [1, 2] and all(row["test_x_mse"] > 0 for row in curve)
     assert load_model(tuned).latent_dim == load_model(first).latent_dim  # type: ignore[attr-defined]
 
 

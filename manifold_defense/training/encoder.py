@@ -85,11 +85,22 @@ def train(config: EncoderConfig) -> Encoder:
     E.train()
     lo, hi = domain.pixel_range
 
-    def noisy(images: torch.Tensor) -> torch.Tensor:
+    def noisy(images: torch.Tensor, rng: torch.Generator = gen) -> torch.Tensor:
         if config.noise_sigma == 0:
             return images
-        noise = torch.randn(images.shape, generator=gen).to(device)
+        noise = torch.randn(images.shape, generator=rng).to(device)
         return (images + config.noise_sigma * noise).clamp(lo, hi)
+
+    def held_out_mse() -> float:
+        """Per-pixel MSE of G(E(.)) on the 1000 test images, with the same noise every time."""
+        E.eval()
+        with torch.no_grad():
+            mse = float(F.mse_loss(G(E(noisy(x_test, torch.Generator().manual_seed(1)))), x_test))
+        E.train()
+        return mse
+
+    curve: list[dict[str, float]] = []
+    every = max(1, config.iterations // 20)
 
     opt = torch.optim.Adam(E.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
@@ -107,15 +118,18 @@ def train(config: EncoderConfig) -> Encoder:
         sched.step()
         if it % 50 == 0:
             bar.set_postfix(z_mse=f"{loss_z.item():.3f}", x_mse=f"{loss_x.item():.4f}")
+        if (it + 1) % every == 0 or it + 1 == config.iterations:
+            curve.append({"iteration": it + 1, "train_z_mse": round(loss_z.item(), 5),
+                          "train_x_mse": round(loss_x.item(), 5), "test_x_mse": round(held_out_mse(), 5)})
     E.eval()
-    with torch.no_grad():
-        test_mse = float(F.mse_loss(G(E(noisy(x_test))), x_test))
+    test_mse = held_out_mse()
     log.info("test per-pixel MSE of G(E(x%s)) on 1000 test images: %.5f",
              f" + {config.noise_sigma:g} e" if config.noise_sigma else "", test_mse)
     save_model(E, config.out, metadata={
         "trained_by": "manifold_defense.training.encoder",
         "config": dataclasses.asdict(config),
         "test_pixel_mse_G_of_E": test_mse,
+        "learning_curve": curve,
         "train_seconds": round(time.monotonic() - start, 1),
     })
     return E
