@@ -248,6 +248,9 @@ def _certify_batch(smoothed: SmoothedClassifier, x: torch.Tensor, y: torch.Tenso
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = build_parser().parse_args(argv)
+    if args.encoder != "encoder" and args.denoiser not in ("amortised", "projection"):
+        build_parser().error(f"--encoder is the encoder of G(E(x)): it needs --denoiser amortised or projection, "
+                             f"not {args.denoiser}")
     argv_list = list(argv) if argv is not None else None
     if args.quick:
         args.num_images, args.n0, args.n = min(args.num_images, 8), 10, 200

@@ -70,6 +70,9 @@ def reports_table(root: Path) -> str:
             command = f"torchrun --nproc_per_node {world} -m " + command[len("python -m "):]
         extends = record.get("extends")
         note = f" (extends `{Path(extends['report']).name}`: its first {extends['images']} images)" if extends else ""
+        cache = record.get("cache") or {}
+        if cache.get("hits"):  # the seconds count only the work this command did, not what it read back
+            note += f" ({cache['hits']} of {cache['hits'] + cache.get('misses', 0)} attack batches read from the cache)"
         images = record.get("num_images", record.get("n", "–"))  # a certification's n is its draws, not images
         lines.append(f"| `{directory.as_posix()}`{note} | {images} | "
                      f"{'–' if seconds is None else f'{float(seconds):,.0f}'} | {world} x {threads or '–'} | "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from eval import certify
@@ -137,3 +138,11 @@ def test_the_amortised_denoiser_takes_another_encoder(tmp_path: Path) -> None:
                            "--quick", "--num-images", "4", "--images-per-batch", "4", "--out", str(tmp_path / "r")])
     assert record is not None and record["encoder"] == enc and record["settings"]["encoder"] == enc
     assert f"(encoder {enc})" in (tmp_path / "r" / "certify.md").read_text()
+
+
+def test_an_encoder_without_a_generative_denoiser_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        certify.main(["--encoder", "encoder_noise_0.5", "--denoiser", "diffusion", "--quick"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --encoder") and "diffusion" in err

@@ -115,3 +115,18 @@ def test_autoattack_cross_check_runs_and_compares_with_a_report(tmp_path: Path):
     r = record["report"]
     assert r["minimum_of_both"] <= min(r["worst_case"], record["accuracy"])
     assert (tmp_path / "autoattack.json").is_file()
+
+
+def test_the_report_index_says_when_verdicts_came_from_the_cache(tmp_path) -> None:
+    import json
+
+    from eval.report_index import reports_table
+
+    for name, cache in (("resumed", {"dir": "c", "hits": 3, "misses": 1}), ("fresh", {"dir": "c", "hits": 0, "misses": 4})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "robustness.json").write_text(json.dumps(
+            {"command": "python -m eval.robustness", "n": 10, "seconds": 5.0, "world_size": 1, "threads": 1,
+             "cache": cache}))
+    rows = {line.split("`")[1].rsplit("/", 1)[-1]: line for line in reports_table(tmp_path).splitlines()[2:]}
+    assert "3 of 4 attack batches read from the cache" in rows["resumed"]
+    assert "cache" not in rows["fresh"].split("|")[1]

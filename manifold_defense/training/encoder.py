@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from ..checkpoint import load_model, save_model
 from ..domains import resolve_domain, weights_path
-from ..pretrained import load_named
 from ..models import Encoder
+from ..pretrained import load_named
 from .cli import config_parser, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
