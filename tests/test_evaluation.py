@@ -140,8 +140,8 @@ def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path)
     with pytest.raises(ReportError, match="seed"):
         reference_table([cols[0], Column("s1", other_seed, "defended")], first=4, eps=0.1)
     summary = summary_table(cols, first=4, eps=0.1).splitlines()
-    assert summary[2].startswith("| A | 100% [51, 100] | **50% [15, 85]** | 0 |")
-    assert summary[3].startswith("| B | 75% [30, 95] | **50% [15, 85]** | 1 |")  # BPDA-PGD counts, clean does not
+    assert summary[2].startswith("| A | 100% [51, 100] | **50% [15, 85]** | – | 0 |")  # deterministic: no worst-of-N
+    assert summary[3].startswith("| B | 75% [30, 95] | **50% [15, 85]** | – | 1 |")  # BPDA-PGD counts, clean does not
     with pytest.raises(ValueError, match="TITLE=REPORT_DIR:MODEL"):
         Column.parse("no-model-here")
     with pytest.raises(ValueError, match="undefended"):
@@ -277,3 +277,18 @@ def test_a_summary_column_can_show_one_attack_instead_of_the_worst_case():
     worst = float(worst_row.split("**")[1].split("%")[0])
     apgd = float(apgd_row.split("**")[1].split("%")[0])
     assert apgd >= worst  # one attack never finds more than the per-example minimum over all of them
+
+
+def test_the_summary_gives_worst_of_n_and_peak_memory_of_a_randomised_report(tmp_path: Path):
+    from eval.reference_table import Column, summary_table
+
+    base = _fake_report(tmp_path / "base", 4, {"undefended | clean": "1111", "undefended | worst case (per example)": "1100"})
+    rnd = _fake_report(tmp_path / "rnd", 4, {"defended | clean": "1111", "defended | worst case (per example)": "1110",
+                                             "defended | worst case (per example) | worst-of-N": "1000"})
+    record = json.loads((rnd / "robustness.json").read_text())
+    (rnd / "robustness.json").write_text(json.dumps({**record, "peak_rss_mib": 1234.4}))
+    lines = summary_table([Column("base", base, "undefended"), Column("rnd", rnd, "defended")], first=4, eps=0.1).splitlines()
+    cells = [c.strip() for c in lines[3].split("|")]
+    assert cells[3] == "**75% [30, 95]**" and cells[4] == "25% [5, 70]"  # one-shot 3/4, worst-of-N 1/4
+    assert cells[7] == "1234"
+    assert [c.strip() for c in lines[2].split("|")][4] == "–"  # deterministic: no worst-of-N column value
