@@ -52,6 +52,7 @@ __all__ = ["certified_accuracy", "average_certified_radius", "build_base", "main
 
 RADII = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DENOISERS = ("none", "amortised", "projection", "diffusion")
+ENCODER_DENOISERS = ("amortised", "projection")  # the denoisers built on G(E(x)): they take --encoder
 
 
 class ClampInput(nn.Module):
@@ -137,7 +138,7 @@ def _soundness(correct: Sequence[bool], radii: Sequence[float], labels: Sequence
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What must agree between a report and one that extends it."""
     return {"classifier": args.classifier, "denoiser": args.denoiser, "ddpm": args.ddpm if args.denoiser == "diffusion" else None,
-            **({"encoder": args.encoder} if args.denoiser in ("amortised", "projection") else {}),
+            **({"encoder": args.encoder} if args.denoiser in ENCODER_DENOISERS else {}),
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "images_per_batch": args.images_per_batch,
             "sigma": [f"{s:g}" for s in args.sigma],
             "attack": {"radii": list(args.attack_radii), "steps": args.attack_steps, "samples": args.attack_samples,
@@ -248,7 +249,7 @@ def _certify_batch(smoothed: SmoothedClassifier, x: torch.Tensor, y: torch.Tenso
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = build_parser().parse_args(argv)
-    if args.encoder != "encoder" and args.denoiser not in ("amortised", "projection"):
+    if args.encoder != "encoder" and args.denoiser not in ENCODER_DENOISERS:
         build_parser().error(f"--encoder is the encoder of G(E(x)): it needs --denoiser amortised or projection, "
                              f"not {args.denoiser}")
     argv_list = list(argv) if argv is not None else None
@@ -315,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     record = {
         "command": " ".join(["python -m eval.certify", *(sys.argv[1:] if argv_list is None else argv_list)]),
         "classifier": args.classifier, "denoiser": args.denoiser,
-        **({"encoder": args.encoder} if args.encoder != "encoder" and args.denoiser in ("amortised", "projection") else {}),
+        **({"encoder": args.encoder} if args.encoder != "encoder" and args.denoiser in ENCODER_DENOISERS else {}),
         "dataset": domain.name, "num_images": len(x),
         "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "radii": list(args.radii),
         "attack": {"name": "SmoothAdv (Salman et al. 2019)", "radii": list(args.attack_radii),
