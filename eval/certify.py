@@ -42,8 +42,7 @@ from manifold_defense import ProjectionConfig
 from manifold_defense.cli import ToolParser, integer, real, reals, run
 from manifold_defense.diffusion import OneShotDenoiser
 from manifold_defense.domains import Domain, resolve_domain
-from manifold_defense.models import DDPM
-from manifold_defense.pretrained import defended_pretrained, load_named
+from manifold_defense.pretrained import defended_pretrained, load_ddpm, load_named
 from manifold_defense.smoothing import ABSTAIN, SmoothedClassifier
 
 from .batch_cache import code_fingerprint, model_fingerprint
@@ -85,10 +84,7 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
     if denoiser == "none":
         return clf
     if denoiser == "diffusion":
-        model = load_named(ddpm, domain).eval()
-        if not isinstance(model, DDPM):
-            raise ValueError(f"--ddpm {ddpm}: a {type(model).__name__} checkpoint, not a DDPM")
-        return nn.Sequential(OneShotDenoiser(model, sigma), clf).eval()
+        return nn.Sequential(OneShotDenoiser(load_ddpm(ddpm, domain).eval(), sigma), clf).eval()
     config = (ProjectionConfig(restarts=1, steps=0, use_encoder=True, pixel_range=domain.pixel_range)
               if denoiser == "amortised" else None)
     defended = defended_pretrained(domain, config, defense="projection", classifier=clf).eval()

@@ -41,12 +41,11 @@ import torch
 import torch.distributed as dist
 
 from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, load
-from manifold_defense.diffusion import DiffusionPurifier
-from manifold_defense.models import DDPM
 from manifold_defense.checkpoint import CheckpointError, checkpoint_paths, load_model, read_config
 from manifold_defense.cli import ToolParser, integer, names, real, reals, run
 from manifold_defense.domains import Domain, resolve_domain, weights_path
-from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained, load_named
+from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
+                                         diffpure_pretrained, load_named)
 
 from .report import DEFAULT_ATTACKS, ReportOptions, evaluate
 from .suite import ATTACKS, SuiteConfig
@@ -89,12 +88,9 @@ def _load_diffusion(args: argparse.Namespace, domain: Domain) -> PurifiedClassif
     Raises:
         ValueError: ``--ddpm`` is not a DDPM checkpoint, or a t* / steps it cannot run.
     """
-    ddpm = load_named(args.ddpm, domain).eval()
-    if not isinstance(ddpm, DDPM):
-        raise ValueError(f"--ddpm {args.ddpm}: a {type(ddpm).__name__} checkpoint, not a DDPM")
-    purifier = DiffusionPurifier(ddpm, t_star=args.t_star, steps=args.sampler_steps, eta=args.eta,
-                                 checkpoint_every=args.checkpoint_every)
-    return PurifiedClassifier(load_named(args.classifier or "classifier", domain).eval(), purifier).eval()
+    return diffpure_pretrained(domain, t_star=args.t_star, steps=args.sampler_steps, eta=args.eta,
+                               checkpoint_every=args.checkpoint_every, classifier=args.classifier or "classifier",
+                               ddpm=args.ddpm).eval()
 
 
 def _robust_training(classifier: str | None, domain: Domain) -> str | None:

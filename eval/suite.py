@@ -38,10 +38,8 @@ from tqdm import tqdm
 from attacks import APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, LatentAttack, LinfPGD, OnManifoldAttack, TorchAttack
 from attacks.base import predict
 from manifold_defense import DefendedClassifier, PurifiedClassifier
-from manifold_defense.diffusion import DiffusionPurifier
 from manifold_defense.domains import Domain, get_domain
-from manifold_defense.models import DDPM
-from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, load_pretrained
+from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, diffpure_pretrained, load_pretrained
 
 from .batch_cache import BatchCache, model_fingerprint
 from .stats import format_accuracy, wilson_interval
@@ -337,12 +335,7 @@ def transfer_source(name: str, domain: Domain) -> nn.Module:
         elif name.startswith("classifier") and name in available(domain):
             model = load_pretrained(name, domain)
         elif diffpure is not None and {"ddpm", "classifier"} <= set(available(domain)):
-            ddpm = load_pretrained("ddpm", domain)
-            if not isinstance(ddpm, DDPM):
-                raise ValueError(f"transfer source {name!r}: the shipped ddpm of {domain.name} is not a DDPM")
-            steps = int(diffpure[2]) if diffpure[2] else None
-            purifier = DiffusionPurifier(ddpm, t_star=int(diffpure[1]), steps=steps)
-            model = PurifiedClassifier(load_pretrained("classifier", domain), purifier)
+            model = diffpure_pretrained(domain, t_star=int(diffpure[1]), steps=int(diffpure[2]) if diffpure[2] else None)
         else:
             raise ValueError(f"unknown transfer source {name!r}: register it (eval.suite.register_transfer_source) or "
                              f"name a shipped defense ({', '.join(sorted(SHIPPED_DEFENSES))}), classifier of "

@@ -10,6 +10,7 @@ Example:
     >>> from manifold_defense.pretrained import defended_pretrained
     >>> model = defended_pretrained("fashion_mnist").eval()                           # doctest: +SKIP
     >>> literature = defended_pretrained("fashion_mnist", defense="projection")       # doctest: +SKIP
+    >>> diffpure = diffpure_pretrained("fashion_mnist", t_star=100, steps=10).eval()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, checkpoint_paths, load_model
-from .defended import DefendedClassifier
+from .defended import DefendedClassifier, PurifiedClassifier
+from .diffusion import DiffusionPurifier
 from .domains import Domain, get_domain
+from .models import DDPM
 from .projection import ProjectionConfig
 
 __all__ = ["WEIGHTS_DIR", "ShippedDefense", "SHIPPED_DEFENSES", "DEFAULT_DEFENSE", "available", "load_named", "load_pretrained",
-           "defended_pretrained", "defended_fashion_mnist"]
+           "load_ddpm", "defended_pretrained", "diffpure_pretrained", "defended_fashion_mnist"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -103,6 +106,48 @@ def load_pretrained(name: str, domain: str | Domain = "fashion_mnist", *,
     if root is None or not checkpoint_paths(root / name)[1].is_file():
         raise CheckpointError(f"no shipped checkpoint {d}/{name}; available: {available(domain)}")
     return load_model(root / name, map_location=map_location)
+
+
+def load_ddpm(name: str = "ddpm", domain: str | Domain = "fashion_mnist", *,
+              map_location: str | torch.device = "cpu") -> DDPM:
+    """A DDPM checkpoint: a shipped one of ``domain`` by name, or else one at the path ``name``.
+
+    Raises:
+        ValueError: the checkpoint holds another kind of model.
+        CheckpointError: no such checkpoint.
+    """
+    model = load_named(name, domain, map_location=map_location)
+    if not isinstance(model, DDPM):
+        raise ValueError(f"checkpoint {name!r} holds a {type(model).__name__}, not a DDPM")
+    return model
+
+
+def diffpure_pretrained(
+    domain: str | Domain = "fashion_mnist",
+    *,
+    t_star: int,
+    steps: int | None = None,
+    eta: float = 1.0,
+    checkpoint_every: int = 1,
+    classifier: str | nn.Module = "classifier",
+    ddpm: str = "ddpm",
+    map_location: str | torch.device = "cpu",
+) -> PurifiedClassifier:
+    """``classifier`` behind DiffPure (:class:`manifold_defense.diffusion.DiffusionPurifier`) with the
+    DDPM ``ddpm``: diffuse to ``t_star``, denoise back in ``steps`` reverse steps (default t_star).
+
+    Args:
+        classifier: a shipped classifier's name, a checkpoint path, or your own classifier module.
+        ddpm: a shipped DDPM's name or a checkpoint path.
+
+    Raises:
+        ValueError: ``ddpm`` is not a DDPM, or a t_star / steps / eta it cannot run;
+            CheckpointError: missing checkpoints.
+    """
+    purifier = DiffusionPurifier(load_ddpm(ddpm, domain, map_location=map_location).eval(), t_star=t_star,
+                                 steps=steps, eta=eta, checkpoint_every=checkpoint_every)
+    chosen = load_named(classifier, domain, map_location=map_location) if isinstance(classifier, str) else classifier
+    return PurifiedClassifier(chosen, purifier)
 
 
 def defended_pretrained(

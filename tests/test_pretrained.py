@@ -80,3 +80,19 @@ def test_the_ambient_generator_is_a_prior_for_recovery_and_a_defense_generator()
     defended = DefendedClassifier(load_pretrained("classifier"), G, ProjectionConfig(restarts=2, steps=5, seed=0))
     with torch.no_grad():
         assert defended(x).shape == (4, 10)
+
+
+def test_diffpure_pretrained_puts_the_shipped_ddpm_in_front_and_refuses_a_checkpoint_that_is_no_ddpm() -> None:
+    from manifold_defense.diffusion import DiffusionPurifier
+    from manifold_defense.models import DDPM
+    from manifold_defense.pretrained import diffpure_pretrained, load_ddpm
+
+    own = load_pretrained("classifier_lenet")
+    d = diffpure_pretrained("fashion_mnist", t_star=20, steps=2, classifier=own)
+    assert d.classifier is own and d.randomized
+    assert isinstance(d.purifier, DiffusionPurifier) and (d.purifier.t_star, d.purifier.steps) == (20, 2)
+    assert isinstance(load_ddpm(), DDPM)
+    with pytest.raises(ValueError, match="holds a .*not a DDPM"):
+        load_ddpm("classifier")
+    with pytest.raises(ValueError, match="t_star"):
+        diffpure_pretrained("fashion_mnist", t_star=10**6)
