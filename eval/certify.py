@@ -37,13 +37,13 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks import SmoothAdv
-from eval.certify_table import base_label
+from eval.certify_table import average_certified_radius, base_label, certified_accuracy, summarise
 from manifold_defense import ProjectionConfig
 from manifold_defense.cli import ToolParser, integer, real, reals, run
 from manifold_defense.diffusion import OneShotDenoiser
 from manifold_defense.domains import Domain, resolve_domain
 from manifold_defense.pretrained import defended_pretrained, load_ddpm, load_named
-from manifold_defense.smoothing import ABSTAIN, SmoothedClassifier
+from manifold_defense.smoothing import SmoothedClassifier
 
 from .batch_cache import code_fingerprint, model_fingerprint
 
@@ -92,43 +92,6 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
         defended.encoder = load_named(encoder, domain).eval()
     defended.gradient = "exact"  # the attack on the smoothed classifier differentiates through the denoiser
     return ClampInput(defended, domain.pixel_range).eval()
-
-
-def certified_accuracy(correct: Sequence[bool], radii: Sequence[float], radius: float) -> float:
-    """The fraction of images certified correct at L2 ``radius`` (abstentions count as wrong).
-
-    Example:
-        >>> certified_accuracy([True, True, False], [0.6, 0.3, 0.9], 0.5)
-        0.3333333333333333
-    """
-    return sum(1 for c, r in zip(correct, radii) if c and r >= radius) / max(1, len(correct))
-
-
-def average_certified_radius(correct: Sequence[bool], radii: Sequence[float]) -> float:
-    """The mean over images of the certified radius, 0 for a wrong or abstaining prediction (Zhai et al. 2020).
-
-    Example:
-        >>> average_certified_radius([True, False], [1.0, 2.0])
-        0.5
-    """
-    return sum(r for c, r in zip(correct, radii) if c) / max(1, len(correct))
-
-
-def _soundness(correct: Sequence[bool], radii: Sequence[float], labels: Sequence[int], after: Sequence[int],
-               radius: float) -> dict[str, int]:
-    """Of the examples certified correct at >= ``radius``, how many kept their label under an attack of
-    that radius (``held``), how many PREDICT abstained on (``abstained``: allowed, PREDICT is a test),
-    and how many changed to another class (``changed``: a certificate contradicted; PREDICT errs so
-    with probability at most alpha).
-
-    Example:
-        >>> _soundness([True, True, False], [1.2, 0.3, 2.0], [3, 4, 5], [3, 1, 0], 1.0)
-        {'tried': 1, 'held': 1, 'abstained': 0, 'changed': 0}
-    """
-    tried = [(lab, p) for c, r, lab, p in zip(correct, radii, labels, after) if c and r >= radius]
-    held = sum(1 for lab, p in tried if p == lab)
-    abstained = sum(1 for _, p in tried if p == ABSTAIN)
-    return {"tried": len(tried), "held": held, "abstained": abstained, "changed": len(tried) - held - abstained}
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,26 +248,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             dist.all_gather_object(gathered, done)
             done = {k: v for part in gathered for k, v in part.items()}
         labels = [lab for b in batches for lab in done[b]["label"]]
-        radii = [r for b in batches for r in done[b]["radius"]]
-        truth = y.tolist()
-        correct = [lab == t and lab != ABSTAIN for lab, t in zip(labels, truth)]
-        seconds = sum(float(done[b]["seconds"]) for b in batches)
-        empirical, soundness = {}, {}
-        for r in args.attack_radii:
-            after = [p for b in batches for p in done[b]["attacked"][f"{r:g}"]]
-            empirical[f"{r:g}"] = sum(1 for p, t in zip(after, truth) if p == t) / len(truth)
-            soundness[f"{r:g}"] = _soundness(correct, radii, labels, after, r)
         results[f"{sigma:g}"] = {
-            "certified_accuracy": {f"{r:g}": certified_accuracy(correct, radii, r) for r in [0.0, *args.radii]},
-            "average_certified_radius": average_certified_radius(correct, radii),
-            "abstain_rate": sum(1 for lab in labels if lab == ABSTAIN) / len(labels),
-            "seconds_per_image": seconds / len(labels),
-            "empirical_accuracy": empirical,
-            "soundness": soundness,
+            **summarise(labels, [r for b in batches for r in done[b]["radius"]], y.tolist(),
+                        {f"{r:g}": [p for b in batches for p in done[b]["attacked"][f"{r:g}"]] for r in args.attack_radii},
+                        args.radii),
+            "seconds_per_image": sum(float(done[b]["seconds"]) for b in batches) / len(labels),
             "attack_seconds_per_image": sum(float(done[b]["attack_seconds"]) for b in batches) / len(labels),
-            "per_example": {"label": labels, "radius": radii, "correct": correct,
-                            "attacked": {f"{r:g}": [p for b in batches for p in done[b]["attacked"][f"{r:g}"]]
-                                         for r in args.attack_radii}},
         }
     if rank != 0:
         dist.barrier()

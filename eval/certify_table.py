@@ -4,11 +4,13 @@ classifier under SmoothAdv at the same radius (an upper bound).
 
     python -m eval.certify_table                      # the shipped certification reports (CERTIFY_REPORTS)
     python -m eval.certify_table --reports eval/reports/certify_lenet,eval/reports/certify_lenet_amortised
+    python -m eval.certify_table --first 100          # every report on the same first 100 test images
 
 One row per (report, sigma): the smoothed classifier's clean accuracy (r = 0), certified accuracy at
 each radius with the empirical accuracy in brackets where the report attacked that radius, the
 average certified radius, images and n. The last line names the configuration that certifies most
-at ``--radius`` (default 1.0) over all rows.
+at ``--radius`` (default 1.0) over all rows; compare rows on the same images with ``--first N``
+(every report cut to its first N images, its figures recomputed from the per-example results).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from manifold_defense.cli import ToolParser, real, reals, run
+from manifold_defense.cli import ToolParser, integer, real, reals, run
+from manifold_defense.domains import get_domain
+from manifold_defense.smoothing import ABSTAIN
 
-__all__ = ["CERTIFY_REPORTS", "base_label", "certify_table", "best_at", "main"]
+__all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", "soundness", "summarise", "base_label",
+           "first_images", "certify_table", "best_at", "main"]
 
 CERTIFY_REPORTS = (
     "eval/reports/certify_lenet_noise_0.25",
@@ -32,6 +37,104 @@ CERTIFY_REPORTS = (
     "eval/reports/certify_lenet_amortised_noise_0.5",
     "eval/reports/certify_lenet_amortised_noise_1.0",
 )
+
+
+def certified_accuracy(correct: Sequence[bool], radii: Sequence[float], radius: float) -> float:
+    """The fraction of images certified correct at L2 ``radius`` (abstentions count as wrong).
+
+    Example:
+        >>> certified_accuracy([True, True, False], [0.6, 0.3, 0.9], 0.5)
+        0.3333333333333333
+    """
+    return sum(1 for c, r in zip(correct, radii) if c and r >= radius) / max(1, len(correct))
+
+
+def average_certified_radius(correct: Sequence[bool], radii: Sequence[float]) -> float:
+    """The mean over images of the certified radius, 0 for a wrong or abstaining prediction (Zhai et al. 2020).
+
+    Example:
+        >>> average_certified_radius([True, False], [1.0, 2.0])
+        0.5
+    """
+    return sum(r for c, r in zip(correct, radii) if c) / max(1, len(correct))
+
+
+def soundness(correct: Sequence[bool], radii: Sequence[float], labels: Sequence[int], after: Sequence[int],
+              radius: float) -> dict[str, int]:
+    """Of the examples certified correct at >= ``radius``, how many kept their label under an attack of
+    that radius (``held``), how many PREDICT abstained on (``abstained``: allowed, PREDICT is a test),
+    and how many changed to another class (``changed``: a certificate contradicted; PREDICT errs so
+    with probability at most alpha).
+
+    Example:
+        >>> soundness([True, True, False], [1.2, 0.3, 2.0], [3, 4, 5], [3, 1, 0], 1.0)
+        {'tried': 1, 'held': 1, 'abstained': 0, 'changed': 0}
+    """
+    tried = [(lab, p) for c, r, lab, p in zip(correct, radii, labels, after) if c and r >= radius]
+    held = sum(1 for lab, p in tried if p == lab)
+    abstained = sum(1 for _, p in tried if p == ABSTAIN)
+    return {"tried": len(tried), "held": held, "abstained": abstained, "changed": len(tried) - held - abstained}
+
+
+def summarise(labels: Sequence[int], radii: Sequence[float], truth: Sequence[int], attacked: dict[str, list[int]],
+              table_radii: Sequence[float]) -> dict[str, Any]:
+    """One sigma's figures from its per-example results: certified accuracy at r = 0 and each of
+    ``table_radii``, the average certified radius, the abstain rate, the empirical accuracy and the
+    soundness count at each attacked radius (keys of ``attacked``: the labels PREDICT gave the
+    SmoothAdv adversarials), and the per-example results themselves.
+
+    Args:
+        labels: the smoothed prediction per image (``ABSTAIN`` = -1).
+        radii: the certified L2 radius per image.
+        truth: the true class per image.
+
+    Raises:
+        ValueError: lists of different lengths.
+
+    Example:
+        >>> s = summarise([3, -1], [0.8, 0.0], [3, 2], {"0.5": [3, 2]}, [0.5])
+        >>> s["certified_accuracy"], s["empirical_accuracy"], s["soundness"]["0.5"]["held"]
+        ({'0': 0.5, '0.5': 0.5}, {'0.5': 1.0}, 1)
+    """
+    if not len(labels) == len(radii) == len(truth) or any(len(v) != len(truth) for v in attacked.values()):
+        raise ValueError(f"per-example lists of different lengths: {len(labels)} labels, {len(radii)} radii, "
+                         f"{len(truth)} true labels, attacked {[len(v) for v in attacked.values()]}")
+    correct = [lab == t and lab != ABSTAIN for lab, t in zip(labels, truth)]
+    return {
+        "certified_accuracy": {f"{r:g}": certified_accuracy(correct, radii, r) for r in [0.0, *table_radii]},
+        "average_certified_radius": average_certified_radius(correct, radii),
+        "abstain_rate": sum(1 for lab in labels if lab == ABSTAIN) / max(1, len(labels)),
+        "empirical_accuracy": {r: sum(1 for p, t in zip(after, truth) if p == t) / max(1, len(truth))
+                               for r, after in attacked.items()},
+        "soundness": {r: soundness(correct, radii, labels, after, float(r)) for r, after in attacked.items()},
+        "per_example": {"label": list(labels), "radius": list(radii), "correct": correct, "truth": list(truth),
+                        "attacked": attacked},
+    }
+
+
+def first_images(record: dict[str, Any], n: int, truth: Sequence[int] | None = None) -> dict[str, Any]:
+    """``record`` (an ``eval.certify`` report) cut to its first ``n`` images, every figure recomputed
+    from the per-example results (seconds per image kept as they were).
+
+    Args:
+        truth: the true classes of at least the first n images, for reports older than the ones that
+            keep them per example.
+
+    Raises:
+        ValueError: the report has fewer than n images, or keeps no true classes and none were given.
+    """
+    if n > record["num_images"]:
+        raise ValueError(f"the report covers {record['num_images']} images, fewer than {n}")
+    results = {}
+    for sigma, res in record["results"].items():
+        ex = res["per_example"]
+        classes = ex.get("truth", truth)
+        if classes is None:
+            raise ValueError("the report keeps no true classes per example; pass them (truth=)")
+        table_radii = [float(r) for r in res["certified_accuracy"] if float(r) > 0]
+        results[sigma] = {**res, **summarise(ex["label"][:n], ex["radius"][:n], list(classes)[:n],
+                                             {r: v[:n] for r, v in ex["attacked"].items()}, table_radii)}
+    return {**record, "num_images": n, "results": results}
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -97,12 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--radii", type=reals(0.0, low_open=True), default=[0.25, 0.5, 1.0, 1.5, 2.0])
     parser.add_argument("--radius", type=real(0.0, low_open=True), default=1.0,
                         help="the radius at which the best configuration is named")
+    parser.add_argument("--first", type=integer(1), default=None, metavar="N",
+                        help="every report cut to its first N images (the same images in every row)")
     return parser
+
+
+def _truth(record: dict[str, Any], n: int) -> list[int] | None:
+    """The true classes of a report's first n images when it keeps none itself: its domain's test labels.
+
+    Raises:
+        ValueError: an older report made on other data (``--data``), whose classes cannot be looked up.
+    """
+    if all("truth" in res["per_example"] for res in record["results"].values()):
+        return None
+    if " --data" in record.get("command", ""):
+        raise ValueError("made on --data images by an eval.certify that kept no true classes per example: rerun it")
+    return [int(c) for c in get_domain(record["dataset"]).load("test", limit=n)[1].tolist()]
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     records = [_load(p) for p in args.reports]
+    if args.first is not None:
+        cut = []
+        for path, record in zip(args.reports, records):
+            try:
+                cut.append(first_images(record, args.first, _truth(record, args.first)))
+            except ValueError as exc:
+                raise ValueError(f"--first {args.first}: {path}: {exc}") from exc
+        records = cut
     table = certify_table(records, args.radii)
     label, sigma, acc = best_at(records, args.radius)
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "

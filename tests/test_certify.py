@@ -103,6 +103,38 @@ def test_the_certification_table_puts_reports_side_by_side(tmp_path: Path) -> No
     assert f"sigma {sigma}: {100 * acc:.1f}%" in text
 
 
+def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(tmp_path: Path) -> None:
+    import pytest
+
+    from eval import certify_table
+
+    torch.manual_seed(4)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
+              "--attack-radii", "0.5"]
+    whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
+    half = certify.main([*common, "--num-images", "4", "--out", str(tmp_path / "half")])
+    assert whole is not None and half is not None
+    assert whole["results"]["0.5"]["per_example"]["truth"] == certify.resolve_domain("fashion_mnist", None).load(
+        "test", limit=8)[1].tolist()
+    cut = certify_table.first_images(whole, 4)
+    keys = ("certified_accuracy", "average_certified_radius", "abstain_rate", "empirical_accuracy", "soundness",
+            "per_example")
+    assert cut["num_images"] == 4
+    assert {k: cut["results"]["0.5"][k] for k in keys} == {k: half["results"]["0.5"][k] for k in keys}
+    same = certify_table.first_images(whole, 8)
+    assert {k: same["results"]["0.5"][k] for k in keys} == {k: whole["results"]["0.5"][k] for k in keys}
+    older = json.loads(json.dumps(whole))  # a report from before true classes were kept per example
+    del older["results"]["0.5"]["per_example"]["truth"]
+    with pytest.raises(ValueError, match="no true classes"):
+        certify_table.first_images(older, 4)
+    text = certify_table.main(["--reports", f"{tmp_path / 'whole'},{tmp_path / 'half'}", "--first", "4"])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "sigma" not in line]
+    assert len(rows) == 2 and rows[0].split("|")[3:] == rows[1].split("|")[3:]  # same images, same figures
+    with pytest.raises(ValueError, match="covers 4 images, fewer than 8"):
+        certify_table.main(["--reports", str(tmp_path / "half"), "--first", "8"])
+
+
 def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
     torch.manual_seed(3)
     save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
