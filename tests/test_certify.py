@@ -178,3 +178,16 @@ def test_an_encoder_without_a_generative_denoiser_is_one_error_line(capsys: pyte
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --encoder") and "diffusion" in err
+
+
+def test_compile_draws_the_same_counts_as_eager(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
+              "--num-images", "4", "--attack-radii", "0.5"]
+    eager = certify.main([*common, "--out", str(tmp_path / "eager")])
+    compiled = certify.main([*common, "--compile", "--out", str(tmp_path / "compiled")])
+    assert eager is not None and compiled is not None
+    a, b = eager["results"]["0.5"]["per_example"], compiled["results"]["0.5"]["per_example"]
+    assert a["label"] == b["label"] and a["attacked"] == b["attacked"]
+    assert all(abs(r - s) < 1e-4 for r, s in zip(a["radius"], b["radius"]))
