@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -218,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if args.encoder != "encoder" and args.denoiser not in ENCODER_DENOISERS:
         build_parser().error(f"--encoder is the encoder of G(E(x)): it needs --denoiser amortised or projection, "
                              f"not {args.denoiser}")
+    if args.compile and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++") if c):
+        build_parser().error("--compile needs a C++ compiler for torch.compile (g++ or $CXX); none found on PATH")
     argv_list = list(argv) if argv is not None else None
     if args.quick:
         args.num_images, args.n0, args.n = min(args.num_images, 8), 10, 200
