@@ -171,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "results and certify only the images after them (each batch keeps its seed)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the base classifier for the noise draws of CERTIFY and PREDICT (the DDPM "
-                             "denoiser: about 1.5x faster on a CPU after a minute of compilation; needs a C++ "
-                             "compiler); the SmoothAdv attack runs eagerly")
+                        help="torch.compile the base classifier for the noise draws of CERTIFY and PREDICT: 1.5x "
+                             "faster behind the DDPM on a CPU, no gain for the others (python -m "
+                             "benchmarks.certify_throughput); needs a C++ compiler; the SmoothAdv attack runs eagerly")
     parser.add_argument("--out", default="results/certify")
     parser.add_argument("--quick", action="store_true", help="8 images, n0 10, n 200, a 2-step attack judged on 50 draws")
     return parser

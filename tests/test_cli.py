@@ -50,6 +50,7 @@ BAD_FLAGS = [
     ("eval.robustness", ["--transfer-from", ","], "--transfer-from", ","),
     ("eval.certify", ["--attack-steps", "0"], "--attack-steps", "0"),
     ("benchmarks.diffusion_gradient", ["--segments", "0"], "--segments", "0"),
+    ("benchmarks.certify_throughput", ["--denoisers", "nope"], "--denoisers", "nope"),
     ("eval.ambient_quality", ["--cs-n", "0"], "--cs-n", "0"),
     ("eval.certify_table", ["--radius", "-1"], "--radius", "-1"),
 ]
