@@ -10,7 +10,8 @@ One row per (report, sigma): the smoothed classifier's clean accuracy (r = 0), c
 each radius with the empirical accuracy in brackets where the report attacked that radius, the
 average certified radius, images and n. The last line names the configuration that certifies most
 at ``--radius`` (default 1.0) over all rows; compare rows on the same images with ``--first N``
-(every report cut to its first N images, its figures recomputed from the per-example results).
+(every report cut to its first N images, its figures recomputed from the per-example results): a
+last column then pairs each row with the first at ``--radius`` (McNemar's test).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, Sequence
 from manifold_defense.cli import ToolParser, integer, real, reals, run
 from manifold_defense.domains import get_domain
 from manifold_defense.smoothing import ABSTAIN
+
+from .stats import mcnemar_p
 
 __all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", "soundness", "summarise", "base_label",
            "first_images", "certify_table", "best_at", "main"]
@@ -171,12 +174,23 @@ def best_at(records: list[dict[str, Any]], radius: float) -> tuple[str, str, flo
     return label, sigma, acc
 
 
-def certify_table(records: list[dict[str, Any]], radii: Sequence[float]) -> str:
-    """The Markdown table of the module docstring."""
+def _certified(res: dict[str, Any], radius: float) -> list[bool]:
+    ex = res["per_example"]
+    return [c and r >= radius for c, r in zip(ex["correct"], ex["radius"])]
+
+
+def certify_table(records: list[dict[str, Any]], radii: Sequence[float], pair_radius: float | None = None) -> str:
+    """The Markdown table of the module docstring. With ``pair_radius`` and every report on the same
+    images, a last column pairs each row with the first: images certified at that radius only in
+    this row / only in the first, with the exact McNemar p-value."""
+    rows = _rows(records)
+    paired = pair_radius is not None and len({r["num_images"] for r in records}) == 1
     head = ("| base classifier | sigma | images | n | r = 0 (clean) | "
-            + " | ".join(f"r = {r:g}" for r in radii) + " | ACR |")
-    lines = [head, "|---|---|---|---|---|" + "---|" * len(radii) + "---|"]
-    for label, sigma, res, record in _rows(records):
+            + " | ".join(f"r = {r:g}" for r in radii) + " | ACR |"
+            + (f" certified at r = {pair_radius:g} only here / only in the first row (McNemar p) |" if paired else ""))
+    lines = [head, "|---|---|---|---|---|" + "---|" * len(radii) + "---|" + ("---|" if paired else "")]
+    first = _certified(rows[0][2], pair_radius) if paired and rows and pair_radius is not None else []
+    for i, (label, sigma, res, record) in enumerate(rows):
         cells = []
         for r in radii:
             key = f"{r:g}"
@@ -186,9 +200,14 @@ def certify_table(records: list[dict[str, Any]], radii: Sequence[float]) -> str:
             if emp is not None:
                 cell += f" ({100 * emp:.1f}%)"
             cells.append(cell)
+        pair = ""
+        if paired and pair_radius is not None:
+            mine = _certified(res, pair_radius)
+            only, other = sum(a and not b for a, b in zip(mine, first)), sum(b and not a for a, b in zip(mine, first))
+            pair = " – |" if i == 0 else f" {only} / {other} (p = {mcnemar_p(only, other):.2g}) |"
         lines.append(f"| {label} | {sigma} | {record['num_images']} | {record['n']:,} | "
                      f"{100 * res['certified_accuracy']['0']:.1f}% | " + " | ".join(cells)
-                     + f" | {res['average_certified_radius']:.3f} |")
+                     + f" | {res['average_certified_radius']:.3f} |" + pair)
     return "\n".join(lines)
 
 
@@ -229,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> str:
             except ValueError as exc:
                 raise ValueError(f"--first {args.first}: {path}: {exc}") from exc
         records = cut
-    table = certify_table(records, args.radii)
+    table = certify_table(records, args.radii, pair_radius=args.radius)
     label, sigma, acc = best_at(records, args.radius)
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
             f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.")

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from manifold_defense.cli import ToolParser, integer, real, run
 
-from .stats import wilson_interval
+from .stats import mcnemar_p, wilson_interval
 from .suite import ATTACKS, WORST
 
 __all__ = ["Column", "Published", "PUBLISHED", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISONS",
@@ -240,17 +239,6 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
 def _label(column: Column) -> str:
     """The row a summary reads for a column: its named attack, else the worst case."""
     return ATTACKS[column.attack].label if column.attack else WORST
-
-
-def mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for a paired comparison: b images robust only under one
-    configuration, c only under the other (a binomial test of b against b + c fair coin flips)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def _bits(column: Column, record: dict[str, Any], *, first: int, eps: float, protocol: str, attack: str) -> str | None:

@@ -1,10 +1,10 @@
-"""Confidence intervals for accuracies measured on a finite sample of test images."""
+"""Confidence intervals and paired tests for accuracies measured on a finite sample of test images."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["wilson_interval", "format_accuracy"]
+__all__ = ["wilson_interval", "format_accuracy", "mcnemar_p"]
 
 
 def wilson_interval(correct: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
@@ -31,3 +31,14 @@ def format_accuracy(correct: int, n: int) -> str:
     """``'15.0% [9.3, 23.3]'``: the accuracy and its 95% Wilson interval, in percent."""
     lo, hi = wilson_interval(correct, n)
     return f"{100 * correct / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for a paired comparison: b images robust only under one
+    configuration, c only under the other (a binomial test of b against b + c fair coin flips)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

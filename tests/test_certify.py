@@ -130,7 +130,8 @@ def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(t
         certify_table.first_images(older, 4)
     text = certify_table.main(["--reports", f"{tmp_path / 'whole'},{tmp_path / 'half'}", "--first", "4"])
     rows = [line for line in text.splitlines() if line.startswith("| ") and "sigma" not in line]
-    assert len(rows) == 2 and rows[0].split("|")[3:] == rows[1].split("|")[3:]  # same images, same figures
+    assert len(rows) == 2 and rows[0].split("|")[3:-2] == rows[1].split("|")[3:-2]  # same images, same figures
+    assert rows[0].endswith("| – |") and rows[1].endswith("| 0 / 0 (p = 1) |")  # paired with the first row
     with pytest.raises(ValueError, match="covers 4 images, fewer than 8"):
         certify_table.main(["--reports", str(tmp_path / "half"), "--first", "8"])
 
