@@ -39,7 +39,7 @@ CERTIFY_REPORTS = (
     "eval/reports/certify_lenet_diffusion_200",
     "eval/reports/certify_lenet_amortised_noise_0.25",
     "eval/reports/certify_lenet_amortised_noise_0.5_300",
-    "eval/reports/certify_lenet_amortised_noise_1.0",
+    "eval/reports/certify_lenet_amortised_noise_1.0_300",
 )
 
 
