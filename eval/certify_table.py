@@ -30,14 +30,14 @@ from .stats import mcnemar_p
 __all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", "soundness", "summarise", "base_label",
            "first_images", "certify_table", "best_at", "main"]
 
-CERTIFY_REPORTS = (
-    "eval/reports/certify_lenet_noise_0.25",
+CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row with: Gaussian-noise training at 0.5
     "eval/reports/certify_lenet_noise_0.5",
     "eval/reports/certify_lenet_noise_1.0",
+    "eval/reports/certify_lenet_noise_0.25",
     "eval/reports/certify_lenet",
     "eval/reports/certify_lenet_amortised_400",
     "eval/reports/certify_lenet_diffusion_200",
-    "eval/reports/certify_lenet_amortised_noise_0.25",
+    "eval/reports/certify_lenet_amortised_noise_0.25_300",
     "eval/reports/certify_lenet_amortised_noise_0.5_300",
     "eval/reports/certify_lenet_amortised_noise_1.0_300",
 )
