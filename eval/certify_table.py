@@ -38,7 +38,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_amortised_400",
     "eval/reports/certify_lenet_diffusion_200",
     "eval/reports/certify_lenet_amortised_noise_0.25_300",
-    "eval/reports/certify_lenet_amortised_noise_0.5_300",
+    "eval/reports/certify_lenet_amortised_noise_0.5_500",
     "eval/reports/certify_lenet_amortised_noise_1.0_300",
 )
 
