@@ -88,9 +88,8 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
         return nn.Sequential(OneShotDenoiser(load_ddpm(ddpm, domain).eval(), sigma), clf).eval()
     config = (ProjectionConfig(restarts=1, steps=0, use_encoder=True, pixel_range=domain.pixel_range)
               if denoiser == "amortised" else None)
-    defended = defended_pretrained(domain, config, defense="projection", classifier=clf).eval()
-    if encoder != "encoder":
-        defended.encoder = load_named(encoder, domain).eval()
+    defended = defended_pretrained(domain, config, defense="projection", classifier=clf,
+                                   encoder=load_named(encoder, domain)).eval()
     defended.gradient = "exact"  # the attack on the smoothed classifier differentiates through the denoiser
     return ClampInput(defended, domain.pixel_range).eval()
 

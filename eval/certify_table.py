@@ -10,8 +10,9 @@ One row per (report, sigma): the smoothed classifier's clean accuracy (r = 0), c
 each radius with the empirical accuracy in brackets where the report attacked that radius, the
 average certified radius, images and n. The last line names the configuration that certifies most
 at ``--radius`` (default 1.0) over all rows; compare rows on the same images with ``--first N``
-(every report cut to its first N images, its figures recomputed from the per-example results): a
-last column then pairs each row with the first at ``--radius`` (McNemar's test).
+(every report cut to its first N images, its figures recomputed from the per-example results;
+reports on fewer images are left out and named under the table): a last column then pairs each
+row with the first at ``--radius`` (McNemar's test).
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--radius", type=real(0.0, low_open=True), default=1.0,
                         help="the radius at which the best configuration is named")
     parser.add_argument("--first", type=integer(1), default=None, metavar="N",
-                        help="every report cut to its first N images (the same images in every row)")
+                        help="every report cut to its first N images (the same images in every row; reports on "
+                             "fewer are left out and named)")
     return parser
 
 
@@ -241,18 +243,31 @@ def _truth(record: dict[str, Any], n: int) -> list[int] | None:
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     records = [_load(p) for p in args.reports]
+    left_out = ""
     if args.first is not None:
+        short = [p for p, r in zip(args.reports, records) if int(r["num_images"]) < args.first]
+        if args.reports[0] in short:  # the row every other is paired with
+            raise ValueError(f"--first {args.first}: {args.reports[0]}: the report covers "
+                             f"{records[0]['num_images']} images, fewer than {args.first}")
         cut = []
         for path, record in zip(args.reports, records):
+            if path in short:
+                continue
             try:
                 cut.append(first_images(record, args.first, _truth(record, args.first)))
             except ValueError as exc:
                 raise ValueError(f"--first {args.first}: {path}: {exc}") from exc
         records = cut
+        if short:
+            left_out = f" Left out, on fewer than {args.first} images: {', '.join(short)}."
     table = certify_table(records, args.radii, pair_radius=args.radius)
     label, sigma, acc = best_at(records, args.radius)
+    counts = sorted({int(r["num_images"]) for r in records})
+    caveat = ("" if len(counts) == 1 else
+              f" The rows cover {counts[0]} to {counts[-1]} images: compare them on the same images with "
+              f"--first {counts[0]}.")
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
-            f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.")
+            f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{caveat}{left_out}")
     print(text)
     return text
 

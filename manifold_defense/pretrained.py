@@ -156,6 +156,7 @@ def defended_pretrained(
     *,
     defense: str = DEFAULT_DEFENSE,
     classifier: str | nn.Module | None = None,
+    encoder: str | nn.Module | None = None,
     use_encoder: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> DefendedClassifier:
@@ -167,18 +168,25 @@ def defended_pretrained(
         defense: a key of :data:`SHIPPED_DEFENSES`; the default is :data:`DEFAULT_DEFENSE`.
         classifier: replaces the configuration's classifier: a shipped classifier's name, or your own
             classifier module (put behind the shipped generator and encoder as it is).
+        encoder: replaces the configuration's encoder in the same way: a shipped encoder's name (e.g.
+            ``encoder_noise_0.5``, fine-tuned for Gaussian noise) or your own module.
         use_encoder: False drops the encoder warm start (random restarts only).
 
     Raises:
-        ValueError: unknown domain or defense, or a configuration with no projection steps and no
-            encoder; CheckpointError: missing checkpoints.
+        ValueError: unknown domain or defense, an ``encoder`` with ``use_encoder=False``, or a
+            configuration with no projection steps and no encoder; CheckpointError: missing checkpoints.
     """
     if defense not in SHIPPED_DEFENSES:
         raise ValueError(f"unknown shipped defense {defense!r}; choose one of {sorted(SHIPPED_DEFENSES)}")
+    if encoder is not None and not use_encoder:
+        raise ValueError("an encoder was given with use_encoder=False: drop one of the two")
     spec = SHIPPED_DEFENSES[defense]
     dom = get_domain(domain)
     config = config or ProjectionConfig(steps=spec.projection_steps, pixel_range=dom.pixel_range)
-    encoder = load_pretrained(spec.encoder, dom, map_location=map_location) if use_encoder else None
+    enc: nn.Module | None = None
+    if use_encoder:
+        wanted = spec.encoder if encoder is None else encoder
+        enc = load_pretrained(wanted, dom, map_location=map_location) if isinstance(wanted, str) else wanted
     chosen = spec.classifier if classifier is None else classifier
     if isinstance(chosen, str):
         chosen = load_pretrained(chosen, dom, map_location=map_location)
@@ -186,7 +194,7 @@ def defended_pretrained(
         chosen,
         load_pretrained("generator", dom, map_location=map_location),
         config,
-        encoder=encoder,
+        encoder=enc,
     )
 
 

@@ -100,7 +100,7 @@ def test_the_certification_table_puts_reports_side_by_side(tmp_path: Path) -> No
     records = [json.loads((tmp_path / s / "certify.json").read_text()) for s in ("0.25", "0.5")]
     label, sigma, acc = certify_table.best_at(records, 0.5)
     assert acc == max(r["results"][s]["certified_accuracy"]["0.5"] for r, s in zip(records, ("0.25", "0.5")))
-    assert f"sigma {sigma}: {100 * acc:.1f}%" in text
+    assert f"sigma {sigma}: {100 * acc:.1f}%" in text and "--first" not in text  # the same 8 images in both
 
 
 def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(tmp_path: Path) -> None:
@@ -117,6 +117,10 @@ def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(t
     assert whole is not None and half is not None
     assert whole["results"]["0.5"]["per_example"]["truth"] == certify.resolve_domain("fashion_mnist", None).load(
         "test", limit=8)[1].tolist()
+    unequal = certify_table.main(["--reports", f"{tmp_path / 'whole'},{tmp_path / 'half'}", "--radii", "0.5"])
+    assert "The rows cover 4 to 8 images" in unequal and "McNemar" not in unequal
+    assert "McNemar" in certify_table.main(["--reports", f"{tmp_path / 'whole'},{tmp_path / 'half'}", "--radii", "0.5",
+                                            "--first", "4"])
     cut = certify_table.first_images(whole, 4)
     keys = ("certified_accuracy", "average_certified_radius", "abstain_rate", "empirical_accuracy", "soundness",
             "per_example")
@@ -134,6 +138,9 @@ def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(t
     assert rows[0].endswith("| – |") and rows[1].endswith("| 0 / 0 (p = 1) |")  # paired with the first row
     with pytest.raises(ValueError, match="covers 4 images, fewer than 8"):
         certify_table.main(["--reports", str(tmp_path / "half"), "--first", "8"])
+    text = certify_table.main(["--reports", f"{tmp_path / 'whole'},{tmp_path / 'half'}", "--first", "8"])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "sigma" not in line]
+    assert len(rows) == 1 and f"Left out, on fewer than 8 images: {tmp_path / 'half'}." in text
 
 
 def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:

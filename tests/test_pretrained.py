@@ -38,6 +38,17 @@ def test_a_classifier_module_replaces_the_configurations_own():
     assert d.classifier is own
 
 
+def test_an_encoder_replaces_the_configurations_own_by_name_or_as_a_module():
+    d = defended_pretrained("fashion_mnist", defense="projection", encoder="encoder_noise_0.5")
+    tuned = load_pretrained("encoder_noise_0.5")
+    assert d.encoder is not None
+    for a, b in zip(d.encoder.state_dict().values(), tuned.state_dict().values()):
+        assert torch.equal(a, b)
+    assert defended_pretrained("fashion_mnist", defense="projection", encoder=tuned).encoder is tuned
+    with pytest.raises(ValueError, match="use_encoder=False"):
+        defended_pretrained("fashion_mnist", defense="projection", encoder=tuned, use_encoder=False)
+
+
 def test_unknown_names_are_refused_with_the_choices():
     with pytest.raises(ValueError, match="amortised_at"):
         defended_pretrained("fashion_mnist", defense="nope")
