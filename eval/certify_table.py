@@ -36,11 +36,12 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_noise_1.0",
     "eval/reports/certify_lenet_noise_0.25",
     "eval/reports/certify_lenet",
-    "eval/reports/certify_lenet_amortised_400",
+    "eval/reports/certify_lenet_amortised_500",
     "eval/reports/certify_lenet_diffusion_200",
-    "eval/reports/certify_lenet_amortised_noise_0.25_300",
+    "eval/reports/certify_lenet_amortised_noise_0.25_500",
     "eval/reports/certify_lenet_amortised_noise_0.5_500",
-    "eval/reports/certify_lenet_amortised_noise_1.0_300",
+    "eval/reports/certify_lenet_amortised_noise_1.0_500",
+    "eval/reports/certify_lenet_projection_20",  # n = 1,000 on 20 images: the iterative projection's cost
 )
 
 
