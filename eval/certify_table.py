@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     counts = sorted({int(r["num_images"]) for r in records})
     caveat = ("" if len(counts) == 1 else
               f" The rows cover {counts[0]} to {counts[-1]} images: compare them on the same images with "
-              f"--first {counts[0]}.")
+              "--first N.")
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
             f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{caveat}{left_out}")
     print(text)
