@@ -142,16 +142,20 @@ class ReportError(ValueError):
 class Column:
     """One table column: a title, the report directory and the model ('undefended' or 'defended');
     ``attack``, an attack key of the suite, makes a summary row show that attack alone instead of
-    the worst case (e.g. a published protocol beside our suite)."""
+    the worst case (e.g. a published protocol beside our suite). ``also`` names further reports of
+    the same defense (a stronger attack run separately, a convergence run): their attack rows join
+    the column, marked with their report's name, and the worst case becomes the per-example minimum
+    over every report, on the images they all cover."""
 
     title: str
     report: Path
     model: str
     attack: str | None = None
+    also: tuple[Path, ...] = ()
 
     @classmethod
     def parse(cls, spec: str) -> "Column":
-        """Parse ``"TITLE=REPORT_DIR:MODEL"`` or ``"TITLE=REPORT_DIR:MODEL@ATTACK_KEY"``.
+        """Parse ``"TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY]"``.
 
         Raises:
             ValueError: the spec does not have that form, MODEL is not undefended/defended, or an unknown attack key.
@@ -159,13 +163,19 @@ class Column:
         title, sep, rest = spec.rpartition("=")
         path, sep2, model = rest.rpartition(":")
         model, _, attack = model.partition("@")
-        if not sep or not sep2 or not title or not path:
-            raise ValueError(f"column must be 'TITLE=REPORT_DIR:MODEL[@ATTACK_KEY]', got {spec!r}")
+        paths = path.split("+")
+        if not sep or not sep2 or not title or not all(paths):
+            raise ValueError(f"column must be 'TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY]', got {spec!r}")
         if model not in ("undefended", "defended"):
             raise ValueError(f"MODEL must be 'undefended' or 'defended', got {model!r} in {spec!r}")
         if attack and attack not in ATTACKS:
             raise ValueError(f"unknown attack key {attack!r} in {spec!r}; known: {sorted(ATTACKS)}")
-        return cls(title, Path(path), model, attack or None)
+        return cls(title, Path(paths[0]), model, attack or None, tuple(Path(p) for p in paths[1:]))
+
+    @property
+    def reports(self) -> tuple[Path, ...]:
+        """Every report the column reads, its main one first."""
+        return (self.report, *self.also)
 
 
 def _load(report: Path) -> dict[str, Any]:
@@ -177,6 +187,38 @@ def _load(report: Path) -> dict[str, Any]:
         raise ReportError(f"{path} has no per-example results (written by an older eval.robustness): rerun its command "
                           f"{record.get('command', '')!r}")
     return record
+
+
+def _load_column(column: Column) -> dict[str, Any]:
+    """The column's report, with the rows of its ``also`` reports folded in (see :class:`Column`)."""
+    record = _load(column.report)
+    if not column.also:
+        return record
+    merged = {**record, "per_example": {eps: dict(rows) for eps, rows in record["per_example"].items()}}
+    for extra_path in column.also:
+        extra = _load(extra_path)
+        for key in ("dataset", "defense"):
+            if _normal(extra.get(key)) != _normal(record.get(key)):
+                raise ReportError(f"{extra_path}: {key} {extra.get(key)!r} differs from {record.get(key)!r} in "
+                                  f"{column.report}: a column combines reports of one defense on one data set")
+        merged["n"] = n = min(merged["n"], extra["n"])
+        for eps, rows in merged["per_example"].items():
+            extra_rows = extra["per_example"].get(eps)
+            if extra_rows is None:
+                raise ReportError(f"{extra_path} has no results at eps {float(eps):g}, which {column.report} has")
+            for key in list(rows):
+                rows[key] = rows[key][:n]
+            for key, bits in extra_rows.items():
+                model, label, *rest = key.split(" | ")
+                if model != column.model or label == "clean":
+                    continue  # the main report's clean row stands; the extra's clean runs enter its worst case
+                if label == WORST:
+                    if key not in rows:
+                        raise ReportError(f"{extra_path} has the row {key!r}, which {column.report} lacks")
+                    rows[key] = "".join("1" if a == "1" and b == "1" else "0" for a, b in zip(rows[key], bits[:n]))
+                else:
+                    rows[" | ".join([model, f"{label} [{extra_path.name}]", *rest])] = bits[:n]
+    return merged
 
 
 def reference_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:
@@ -193,7 +235,7 @@ def reference_table(columns: Sequence[Column], *, first: int, eps: float, protoc
         ReportError: a report is missing, lacks per-example data or ``eps``, covers fewer images,
             or uses another dataset or seed than the first column's.
     """
-    return _table(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
+    return _table(columns, [_load_column(c) for c in columns], first=first, eps=eps, protocol=protocol)
 
 
 def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:
@@ -205,7 +247,7 @@ def summary_table(columns: Sequence[Column], *, first: int, eps: float, protocol
     Raises:
         ReportError: as :func:`reference_table`.
     """
-    return _summary(columns, [_load(c.report) for c in columns], first=first, eps=eps, protocol=protocol)
+    return _summary(columns, [_load_column(c) for c in columns], first=first, eps=eps, protocol=protocol)
 
 
 def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, first: int, eps: float,
@@ -251,8 +293,10 @@ def _bits(column: Column, record: dict[str, Any], *, first: int, eps: float, pro
 
 
 def _counts(label: str) -> bool:
-    """Whether the attack row with this label enters the Linf worst case."""
-    return any(spec.label == label and spec.worst_case for spec in ATTACKS.values())
+    """Whether the attack row with this label (``LABEL [REPORT]`` for an ``also`` report's row) enters the
+    Linf worst case."""
+    base = label.rsplit(" [", 1)[0] if label.endswith("]") else label
+    return any(spec.label == base and spec.worst_case for spec in ATTACKS.values())
 
 
 def _normal(value: Any) -> Any:
@@ -273,7 +317,7 @@ def _cells(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
                 raise ReportError(f"{column.report}: {key} {record.get(key)!r} differs from {reference.get(key)!r} "
                                   f"in {columns[0].report}")
         if record["n"] < first:
-            raise ReportError(f"{column.report} covers {record['n']} images, fewer than --first {first}")
+            raise ReportError(f"{' + '.join(map(str, column.reports))} covers {record['n']} images, fewer than --first {first}")
         per_eps = record["per_example"].get(str(float(eps)))
         if per_eps is None:
             raise ReportError(f"{column.report} has no results at eps {eps:g} (it has {sorted(record['per_example'])})")
@@ -324,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     """This script's command line (numeric flags range-checked at parse time)."""
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--column", action="append", default=None,
-                        help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with --summary)")
+                        help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with "
+                             "--summary); REPORT_DIR+REPORT_DIR2 adds the attack rows of another report of the same "
+                             "defense and takes the per-example minimum over both")
     parser.add_argument("--first", type=integer(1), default=200, help="use the first N test images")
     parser.add_argument("--eps", type=real(0.0, low_open=True), default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")
@@ -347,13 +393,13 @@ def main(argv: Sequence[str] | None = None) -> str:
         build_parser().error(f"--summary without --column compares the saved reports on the first {sorted(COMPARISONS)} images; "
                      f"got --first {args.first}")
     columns = [Column.parse(spec) for spec in (args.column or (COMPARISONS[args.first] if args.summary else DEFAULT_COLUMNS))]
-    records = [_load(c.report) for c in columns]
+    records = [_load_column(c) for c in columns]
     eps = args.eps if args.eps is not None else float(records[0]["eps"][len(records[0]["eps"]) // 2])
     build = _summary if args.summary else _table
     table = build(columns, records, first=args.first, eps=eps, protocol=args.protocol)
     if args.summary and not args.headline and args.first in PUBLISHED:
         table += "\n" + "\n".join(p.row() for p in PUBLISHED[args.first])
-    commands = {c.report: f"- `{c.report}`: `{r['command']}`" for c, r in zip(columns, records)}.values()
+    commands = {path: f"- `{path}`: `{_load(path)['command']}`" for c in columns for path in c.reports}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
     print(text)
     return text

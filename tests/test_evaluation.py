@@ -142,7 +142,7 @@ def test_reference_table_recomputes_accuracy_on_the_first_images(tmp_path: Path)
     summary = summary_table(cols, first=4, eps=0.1).splitlines()
     assert summary[2].startswith("| A | 100% [51, 100] | **50% [15, 85]** | – | 0 |")  # deterministic: no worst-of-N
     assert summary[3].startswith("| B | 75% [30, 95] | **50% [15, 85]** | – | 1 |")  # BPDA-PGD counts, clean does not
-    with pytest.raises(ValueError, match="TITLE=REPORT_DIR:MODEL"):
+    with pytest.raises(ValueError, match="TITLE=REPORT_DIR"):
         Column.parse("no-model-here")
     with pytest.raises(ValueError, match="undefended"):
         Column.parse("t=dir:other")
@@ -292,3 +292,36 @@ def test_the_summary_gives_worst_of_n_and_peak_memory_of_a_randomised_report(tmp
     assert cells[3] == "**75% [30, 95]**" and cells[4] == "25% [5, 70]"  # one-shot 3/4, worst-of-N 1/4
     assert cells[7] == "1234"
     assert [c.strip() for c in lines[2].split("|")][4] == "–"  # deterministic: no worst-of-N column value
+
+
+def test_a_column_folds_in_the_attacks_of_another_report_of_the_same_defense(tmp_path: Path):
+    """REPORT+REPORT2: the second report's attack rows join the column and the worst case becomes the
+    per-example minimum over both, on the images both cover; a report of another defense is refused."""
+    from eval.reference_table import Column, ReportError, reference_table, summary_table
+
+    def report(name: str, n: int, bits: dict[str, str], defense: str = "d") -> Path:
+        path = _fake_report(tmp_path / name, n, bits)
+        record = json.loads((path / "robustness.json").read_text())
+        (path / "robustness.json").write_text(json.dumps({**record, "defense": {"spec": defense}}))
+        return path
+
+    suite = report("suite", 6, {"defended | clean": "111110", "defended | BPDA-PGD": "111100",
+                                "defended | worst case (per example)": "111100"})
+    strong = report("strong", 4, {"defended | clean": "1111", "defended | APGD-CE, exact gradient": "0110",
+                                  "defended | worst case (per example)": "0110",
+                                  "undefended | worst case (per example)": "0000"})
+    column = Column.parse(f"both={suite}+{strong}:defended")
+    assert column.reports == (suite, strong)
+    rows = {line.split(" | ")[0].strip("| *"): line for line in reference_table([column], first=4, eps=0.1).splitlines()[2:]}
+    assert "APGD-CE, exact gradient [strong]" in rows and "clean [strong]" not in " ".join(rows)
+    assert "**50% [" in rows["worst case (per example)"]  # 1111 & 0110 on the first 4: 2 of 4
+    alone = summary_table([Column("suite", suite, "defended")], first=4, eps=0.1).splitlines()[2]
+    both = summary_table([Column("suite", suite, "defended"), column], first=4, eps=0.1).splitlines()[3]
+    assert "**100% [" in alone and "**50% [" in both and "| 2 |" in both  # two attack rows count
+    with pytest.raises(ReportError, match="covers 4 images"):
+        reference_table([column], first=6, eps=0.1)
+    other = report("other", 6, {"defended | worst case (per example)": "000000"}, defense="e")
+    with pytest.raises(ReportError, match="defense"):
+        reference_table([Column.parse(f"x={suite}+{other}:defended")], first=4, eps=0.1)
+    with pytest.raises(ValueError, match="TITLE=REPORT_DIR"):
+        Column.parse(f"x={suite}+:defended")
