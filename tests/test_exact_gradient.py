@@ -16,6 +16,8 @@ CONFIGS = {
     "adam+encoder": ProjectionConfig(restarts=2, steps=7, lr=0.05, decay_at=(0.5,)),
     "momentum+halving": ProjectionConfig(restarts=4, steps=8, optimizer="momentum", lr=0.5, halving_at=(0.25, 0.5),
                                          init_std=1.0, use_encoder=False),
+    "defense-gan-like: momentum, restarts, no encoder": ProjectionConfig(restarts=4, steps=8, optimizer="momentum",
+                                                                          lr=0.5, init_std=1.0, use_encoder=False),
     "early-stop+penalty+chunks": ProjectionConfig(restarts=3, steps=9, lr=0.1, early_stop_tol=0.05, patience=2,
                                                   latent_penalty=1e-3, max_batch=4, init_std=1.0),
 }
@@ -65,6 +67,24 @@ def test_checkpointed_and_unrolled_gradients_agree(name, segment):
         outputs.append(out.x_hat.detach())
     assert torch.equal(outputs[0], outputs[1])
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * float(grads[0].abs().max()))
+
+
+@pytest.mark.parametrize("name, recomputed", [("defense-gan-like: momentum, restarts, no encoder", 5),
+                                               ("momentum+halving", 20)])
+def test_the_backward_pass_recomputes_only_the_winning_restarts_when_none_is_dropped(name, recomputed):
+    """Without halving or early stopping a losing restart has zero gradient at every step, so the
+    backward pass recomputes one row per image (the gradient stays exact: see the tests above)."""
+    d = _defended(name, torch.float32)
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    out = d.project(x, create_graph=True, checkpoint_every=3)
+    rows: list[int] = []
+    hook = d.generator.register_forward_hook(lambda _m, inputs, _o: rows.append(inputs[0].shape[0]))
+    try:
+        out.x_hat.sum().backward()
+    finally:
+        hook.remove()
+    assert max(rows[1:]) == recomputed  # rows[0]: the final pick, re-evaluated over every surviving row
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_gradient_reaches_the_encoder_but_not_the_generator():
