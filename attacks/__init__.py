@@ -9,7 +9,8 @@ Every image attack is a stateless object called as ``attack(model, x, y, judge=N
   iterate checked) and :class:`APGDTargeted` (APGD-T, targeted DLR over the top classes).
 * Adaptive, as gradient surrogates for any attack above: :class:`ExactGradient` (the deployed
   projection's exact, checkpointed gradient: the default), :class:`BPDA` (identity, amortised G(E(x))
-  or short-unroll approximations), :class:`EOT`, :class:`Unrolled`.
+  or short-unroll approximations), :class:`ImplicitGradient` (the implicit-function derivative of the
+  projection's optimum, Gauss-Newton), :class:`EOT`, :class:`Unrolled`.
 * Adaptive, in latent space: :class:`LatentAttack`.
 * On-manifold: :class:`OnManifoldAttack` (overpowered and standard variants).
 * On smoothed classifiers: :class:`SmoothAdv` (L2 PGD on the smoothed soft classifier, Salman et al. 2019).
@@ -23,6 +24,7 @@ from .bpda import BPDA
 from .eot import EOT
 from .exact import ExactGradient
 from .fgsm import FGSM
+from .implicit import ImplicitGradient
 from .foolbox_adapter import FoolboxAttack
 from .latent import LatentAttack
 from .on_manifold import OnManifoldAttack, OnManifoldResult
@@ -33,6 +35,6 @@ from .trades import TradesPGD
 from .unrolled import Unrolled
 
 __all__ = [
-    "APGD", "APGDTargeted", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "LatentAttack", "LinfPGD", "L2PGD",
+    "APGD", "APGDTargeted", "AttackResult", "BPDA", "EOT", "ExactGradient", "FGSM", "FoolboxAttack", "ImplicitGradient", "LatentAttack", "LinfPGD", "L2PGD",
     "OnManifoldAttack", "OnManifoldResult", "SmoothAdv", "TorchAttack", "TradesPGD", "Unrolled",
 ]
