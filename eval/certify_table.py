@@ -37,7 +37,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_noise_0.25",
     "eval/reports/certify_lenet",
     "eval/reports/certify_lenet_amortised_500",
-    "eval/reports/certify_lenet_diffusion_380",
+    "eval/reports/certify_lenet_diffusion_500",
     "eval/reports/certify_lenet_amortised_noise_0.25_500",
     "eval/reports/certify_lenet_amortised_noise_0.5_500",
     "eval/reports/certify_lenet_amortised_noise_1.0_500",
