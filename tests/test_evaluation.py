@@ -258,7 +258,7 @@ def test_the_shipped_reports_print_the_readme_tables(capsys):
         text = rt.main(["--summary", "--first", str(first)])
         assert f"first {first} test images" in text
         columns = [rt.Column.parse(c) for c in specs]
-        records = [rt._load(c.report) for c in columns]
+        records = [rt._load_column(c) for c in columns]
         for column, cell in zip(specs, rt._cells(columns, records, first=first, eps=0.1)):
             counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
             assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column
