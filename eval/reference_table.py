@@ -64,8 +64,9 @@ _ON_200 = (
     "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
     "standard classifier + Defense-GAN's own setting (10 restarts x 200 steps, randomised): one attack, "
     "5-step APGD-CE, an upper bound=eval/reports/robustness_defense_gan_200:defended",
-    "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): exact APGD with EOT 4, "
-    "not converged (2x effort on the first 50 lowers it), an upper bound=eval/reports/robustness_diffpure_t100_200:defended",
+    "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and a 4x exact "
+    "APGD-CE run (200 steps, EOT 8), an upper bound"
+    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
@@ -98,8 +99,8 @@ HEADLINE = (
     "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
     "=eval/reports/robustness_projection_200:defended",
-    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): not converged, an upper bound"
-    "=eval/reports/robustness_diffpure_t100_200:defended",
+    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + a 4x exact attack, an upper bound"
+    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised): one 5-step attack, an upper bound"
     "=eval/reports/robustness_defense_gan_200:defended",
 )
