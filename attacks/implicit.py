@@ -9,10 +9,11 @@ Gauss-Newton Hessian (exact when G(z*) fits the measurements; the usual approxim
 
 which for A = I and lambda = 0 is the orthogonal projector onto the tangent space of G's range at
 G(z*). This is a BPDA surrogate (Athalye, Carlini & Wagner 2018, section 4.1) whose backward pass
-is the derivative of the defense's *intended* map. It is the natural attack on Defense-GAN's
-setting, whose exact gradient through 10 x 200 momentum steps with lr 10 explodes (|grad| ~1e5 to
-1e17 in ``benchmarks/exact_gradient.py``): chaotic in direction as well as size, while this one
-costs one projection (the forward pass) plus k Jacobian-vector products.
+is the derivative of the defense's *intended* map: a second adaptive family beside the exact
+gradient, meant for settings such as Defense-GAN's, whose exact gradient through 10 x 200 momentum
+steps with lr 10 explodes (|grad| ~1e5 to 1e17 in ``benchmarks/exact_gradient.py``). It costs one
+projection (the forward pass) plus k Jacobian-vector products. It is not shown to be stronger than
+the exact gradient on any saved report; run both.
 
 Example:
     >>> import torch

@@ -274,8 +274,8 @@ def _bpda_apgd_short(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: 
 
 def _implicit_apgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
                    cfg: SuiteConfig) -> Adversarials:
-    """APGD-CE through the implicit derivative of the projection's optimum (attacks/implicit.py): the
-    surrogate for projections whose exact gradient through the optimiser explodes (Defense-GAN's)."""
+    """APGD-CE through the implicit derivative of the projection's optimum (attacks/implicit.py): a second
+    adaptive family for projections whose exact gradient through the optimiser explodes (Defense-GAN's)."""
     operator = d.operator if isinstance(d, DefendedClassifier) else None
     if not isinstance(d, DefendedClassifier) or not getattr(operator, "linear", True):
         return {}  # a surrogate of projections with a linear operator
