@@ -193,11 +193,13 @@ def _load(report: Path) -> dict[str, Any]:
 def _load_column(column: Column) -> dict[str, Any]:
     """The column's report, with the rows of its ``also`` reports folded in (see :class:`Column`)."""
     record = _load(column.report)
+    _check_survivors(column, column.report, record)
     if not column.also:
         return record
     merged = {**record, "per_example": {eps: dict(rows) for eps, rows in record["per_example"].items()}}
     for extra_path in column.also:
         extra = _load(extra_path)
+        _check_survivors(column, extra_path, extra)
         for key in ("dataset", "defense"):
             if _normal(extra.get(key)) != _normal(record.get(key)):
                 raise ReportError(f"{extra_path}: {key} {extra.get(key)!r} differs from {record.get(key)!r} in "
@@ -220,6 +222,20 @@ def _load_column(column: Column) -> dict[str, Any]:
                 else:
                     rows[" | ".join([model, f"{label} [{extra_path.name}]", *rest])] = bits[:n]
     return merged
+
+
+def _check_survivors(column: Column, path: Path, record: dict[str, Any]) -> None:
+    """A report that attacked only the survivors of earlier reports (``--survivors-of``) counts every
+    other image as broken by them: its column must hold them too.
+
+    Raises:
+        ReportError: one of those earlier reports is not in the column.
+    """
+    names = {p.name for p in column.reports}
+    missing = [r for r in record.get("survivors_of", {}).get("reports", []) if Path(r).name not in names]
+    if missing:
+        raise ReportError(f"{path} attacked only the images that {missing} left unbroken: put those reports in the "
+                          f"column too ({column.title}=REPORT+...+{path})")
 
 
 def reference_table(columns: Sequence[Column], *, first: int, eps: float, protocol: str = "one-shot") -> str:

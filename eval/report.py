@@ -75,6 +75,12 @@ class ReportOptions:
             is skipped for such a classifier); None: standard training.
         command: the command recorded in the report (default: a description of this call).
         channels_last: recorded only (the generator's memory format).
+        survivors_of: earlier report directories of this same defense (AutoAttack's rule: attack only
+            what is not yet broken): only the images that some protocol of their combined per-example
+            worst case still classifies correctly are attacked; every other image counts as broken (0)
+            in every row, so a row reads "this attack after those reports". Fold the result into those
+            reports with ``eval.reference_table --column TITLE=R1+R2+THIS:defended``. Needs one eps,
+            the defended model only and ``checks=False``.
     """
 
     checks: bool = True
@@ -90,6 +96,7 @@ class ReportOptions:
     robust_training: str | None = None
     command: str | None = None
     channels_last: bool = False
+    survivors_of: tuple[str | Path, ...] = ()
 
 
 @dataclass
@@ -137,6 +144,14 @@ class Report:
             lines[2:2] = [f"The first {ext['images']} images are those of `{ext['report']}` (its command: "
                           f"`{ext['command']}`; {ext['seconds']:.0f} s by its record); the seconds below count only "
                           "the images attacked by this command.", ""]
+        if "survivors_of" in record:
+            surv = record["survivors_of"]
+            sources = " + ".join(f"`{r}`" for r in surv["reports"])
+            lines[2:2] = [f"Only {surv['attacked']} of the {surv['images']} images {surv['first']}..{record['n'] - 1} were "
+                          f"attacked: those that survived the per-example worst case of {sources} under some protocol. "
+                          "Every other image counts as broken (0) in every row, so each row reads \"this attack after "
+                          "those reports\", not the attack's strength alone; fold the report into them with "
+                          "`python -m eval.reference_table --column TITLE=REPORT+...+THIS:defended`.", ""]
         cost = record.get("exact_gradient_step")
         if cost:
             speed = record.get("seconds_per_prediction", {})
@@ -267,13 +282,27 @@ def evaluate(
     rank = dist.get_rank() if dist.is_initialized() else 0
     classifier = defended.classifier
     n = len(x)
-    n_batches = (n + base.batch_size - 1) // base.batch_size
-    batch_sizes = [min(base.batch_size, n - b * base.batch_size) for b in range(n_batches)]
     described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
     previous = _previous_report(opts.extend, dom, eps_list, base, described) if opts.extend else None
-    done = previous["n"] // base.batch_size if previous else 0
-    if done >= n_batches:
-        raise ValueError(f"extend={opts.extend} already covers {previous['n'] if previous else 0} images; ask for more")
+    kept = previous["n"] if previous else 0
+    if kept >= n:
+        raise ValueError(f"extend={opts.extend} already covers {kept} images; ask for more")
+    sources = [str(p) for p in opts.survivors_of]
+    if previous is not None and previous.get("survivors_of", {}).get("reports", []) != sources:
+        raise ValueError(f"extend={opts.extend} attacked the survivors of {previous.get('survivors_of', {}).get('reports', [])} "
+                         f"but this run those of {sources}: extend a report with the same survivors_of")
+    attacked: torch.Tensor | None = None  # with survivors_of: the indices (>= kept) of the images attacked here
+    if sources:
+        alive = _survivors(sources, dom, eps_list, base, opts, described, n)
+        attacked = torch.nonzero(alive[kept:]).flatten() + kept
+        if len(attacked) == 0:
+            raise ValueError(f"survivors_of: the worst case of {sources} already breaks images {kept}..{n - 1}: "
+                             "nothing left to attack")
+        x_run, y_run, done = x[attacked.to(device)], y[attacked.to(device)], 0
+    else:
+        x_run, y_run, done = x, y, kept // base.batch_size
+    n_batches = (len(x_run) + base.batch_size - 1) // base.batch_size
+    batch_sizes = [min(base.batch_size, len(x_run) - b * base.batch_size) for b in range(n_batches)]
     if n_batches - done < world:
         raise ValueError(f"{n_batches - done} batch(es) of batch_size {base.batch_size} to attack but {world} "
                          "processes: use fewer processes or a smaller batch size")
@@ -290,8 +319,10 @@ def evaluate(
     per_eps: dict[float, list[Row]] = {}
     for e in eps_list:
         cfg = dataclasses.replace(base, eps=e)
-        rows = _gather(run_suite(classifier, defended, x, y, cfg, batches=mine, progress=opts.progress and rank == 0,
-                                 cache=cache), mine, world, batch_sizes)
+        rows = _gather(run_suite(classifier, defended, x_run, y_run, cfg, batches=mine,
+                                 progress=opts.progress and rank == 0, cache=cache), mine, world, batch_sizes)
+        if attacked is not None and rank == 0:
+            rows = [_scatter(r, attacked - kept, n - kept) for r in rows]
         if previous is not None and rank == 0:
             rows = _prepend(rows, previous, e)
         for m in ("undefended", "defended"):
@@ -325,6 +356,8 @@ def evaluate(
         # "seconds" above counts only the images attacked here.
         record["extends"] = {"report": str(opts.extend), "images": previous["n"], "command": previous["command"],
                              "seconds": previous["seconds"], "versions": previous.get("versions")}
+    if attacked is not None:
+        record["survivors_of"] = {"reports": sources, "first": kept, "images": n - kept, "attacked": len(attacked)}
     if cache is not None:
         # Rows served from the cache took no time here: "seconds" counts recomputed batches only.
         record["cache"] = {"dir": str(opts.cache), "hits": cache.hits, "misses": cache.misses,
@@ -531,6 +564,63 @@ def _prepend(rows: list[Row], previous: dict[str, Any], eps: float) -> list[Row]
         correct_all=None if r.correct_all is None else before(r, "worst-of-N", r.correct_all),
         correct_vote=None if r.correct_vote is None else before(r, "majority of N", r.correct_vote),
         seconds=r.seconds + seconds.get((r.model, r.attack), 0.0)) for r in rows]
+
+
+def _survivors(paths: Sequence[str], domain: Domain, eps_list: list[float], base: SuiteConfig, opts: ReportOptions,
+               described: dict[str, Any], n: int) -> torch.Tensor:
+    """Which of the first ``n`` images the combined per-example worst case of the reports ``paths``
+    (the minimum over reports, per protocol) still classifies correctly under some protocol: the
+    only images an attack can still lower.
+
+    Raises:
+        ValueError: more than one eps, the undefended model, checks asked for, or a report that is
+            missing, of another defense or data set, without this eps or covering fewer images.
+    """
+    if len(eps_list) != 1:
+        raise ValueError(f"survivors_of needs one eps (each eps has its own survivors), got {eps_list}")
+    if "undefended" in base.models:
+        raise ValueError("survivors_of attacks the defended model's survivors: run models=('defended',)")
+    if opts.checks:
+        raise ValueError("survivors_of attacks only some images but the checks need every one: pass checks=False "
+                         "(--no-checks)")
+    eps = str(eps_list[0])
+    mine = json.loads(json.dumps(described))  # tuples as the JSON of a report holds them
+    worst: dict[str, torch.Tensor] = {}
+    for path in paths:
+        file = Path(path) / "robustness.json"
+        if not file.is_file():
+            raise ValueError(f"survivors_of {path}: no robustness.json there")
+        old: dict[str, Any] = json.loads(file.read_text())
+        if old.get("dataset", "").replace("-", "_") != domain.name:
+            raise ValueError(f"survivors_of {path}: its data set is {old.get('dataset')!r}, not {domain.name!r}")
+        if old.get("defense") != mine:
+            raise ValueError(f"survivors_of {path}: it evaluated another defense ({old.get('defense')!r}, this run "
+                             f"{mine!r})")
+        if old.get("n", 0) < n:
+            raise ValueError(f"survivors_of {path}: it covers {old.get('n')} images, fewer than the {n} asked for")
+        bits = old.get("per_example", {}).get(eps)
+        if bits is None:
+            raise ValueError(f"survivors_of {path}: no per-example results at eps {eps}")
+        rows = {key: value for key, value in bits.items() if key.split(" | ")[:2] == ["defended", WORST]}
+        if not rows:
+            raise ValueError(f"survivors_of {path}: no per-example worst case of the defended model at eps {eps}")
+        for key, value in rows.items():
+            correct = torch.tensor([c == "1" for c in value[:n]], dtype=torch.bool)
+            worst[key] = correct if key not in worst else worst[key] & correct
+    return torch.stack(list(worst.values())).any(dim=0)
+
+
+def _scatter(row: Row, where: torch.Tensor, size: int) -> Row:
+    """A row of the attacked images spread over ``size`` images: the others count as broken (0)."""
+
+    def spread(bits: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(size, dtype=torch.bool)
+        out[where] = bits.bool().cpu()
+        return out
+
+    return dataclasses.replace(row, correct=spread(row.correct),
+                               correct_all=None if row.correct_all is None else spread(row.correct_all),
+                               correct_vote=None if row.correct_vote is None else spread(row.correct_vote))
 
 
 def _key(row: Row, protocol: str) -> str:

@@ -9,6 +9,8 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
                                                                                   # the shipped projection
     python -m eval.robustness ... --num-images 200 --extend OLD_REPORT            # OLD_REPORT ran the same
                                                       # command on 100 images: attack only images 100-199
+    python -m eval.robustness ... --no-checks --survivors-of A+B   # a stronger attack on only the images that the
+                                                      # reports A and B of this defense leave unbroken
 
     python -m eval.robustness --import my_models --defense my_bundle/ ...      # my_models registers the
                                                       # bundle's own architectures (register_architecture)
@@ -126,6 +128,14 @@ def _sources(text: str) -> tuple[str, ...]:
     return out
 
 
+def _reports(text: str) -> tuple[str, ...]:
+    """A '+' list of report directories (checked when the report loads them)."""
+    out = tuple(part.strip() for part in text.split("+"))
+    if not all(out):
+        raise argparse.ArgumentTypeError(f"expected REPORT[+REPORT...], got {text!r}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m eval.robustness`` (every numeric flag range-checked)."""
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extend", default=None,
                         help="REPORT_DIR of this same command on the first k images (k a multiple of --batch-size): "
                              "keep its per-example verdicts and attack only images k..n-1 (each batch keeps its seed)")
+    parser.add_argument("--survivors-of", type=_reports, default=(), metavar="REPORT[+REPORT...]",
+                        help="attack only the images that the per-example worst case of these earlier reports of this "
+                             "defense leaves correct under some protocol (AutoAttack's rule); the others count as broken. "
+                             "Needs one --eps, --models defended and --no-checks; fold the result in with "
+                             "eval.reference_table's REPORT+REPORT2 column")
     parser.add_argument("--no-checks", action="store_true")
     parser.add_argument("--skip-effort-check", action="store_true",
                         help="run every check but the 2x-effort rerun (the costliest; reported as SKIPPED): for a "
@@ -251,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     name = _classifier_name(args.defense, args.classifier)
     options = ReportOptions(checks=not args.no_checks, effort_check=not args.skip_effort_check, check_n=check_n,
                             large_eps=args.large_eps, cache=args.cache, extend=args.extend, partial_out=args.out,
+                            survivors_of=args.survivors_of,
                             progress=True, name=args.defense if args.purifier == "projection" else "diffusion",
                             classifier_name=name if args.purifier == "projection" else (args.classifier or "classifier"),
                             robust_training=_robust_training(name, domain),

@@ -246,6 +246,51 @@ def test_extend_reproduces_the_full_run_and_refuses_another_evaluation(tiny_bund
         robustness.main([*common, "--num-images", "12", "--extend", str(tmp_path / "ragged"), "--out", str(tmp_path / "z")])
 
 
+def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundle, tmp_path: Path):
+    """--survivors-of A: only the images A's worst case leaves correct under some protocol are
+    attacked, every other one is 0 in every row; A+THIS folds it in; misuse is refused by name."""
+    from eval import robustness
+    from eval.reference_table import Column, ReportError, reference_table
+    from eval.report import ReportOptions, evaluate
+    from eval.suite import SuiteConfig
+    from manifold_defense import load
+    from manifold_defense.domains import get_domain
+
+    common = ["--defense", str(tiny_bundle), "--quick", "--models", "defended", "--batch-size", "4", "--eps", "0.1",
+              "--num-images", "12", "--no-checks"]
+    first = robustness.main([*common, "--attacks", "clean,bpda_pgd", "--out", str(tmp_path / "a")])
+    assert first is not None
+    worst = [bits for key, bits in first["per_example"]["0.1"].items() if key.startswith("defended | worst case")]
+    alive = [any(b[i] == "1" for b in worst) for i in range(12)]
+    assert 0 < sum(alive) < 12, "the tiny defense should leave some but not all images (change the fixture's seed)"
+    then = robustness.main([*common, "--attacks", "clean,exact_apgd_dlr", "--survivors-of", str(tmp_path / "a"),
+                            "--out", str(tmp_path / "s")])
+    assert then is not None and then["survivors_of"]["attacked"] == sum(alive)
+    for bits in then["per_example"]["0.1"].values():
+        assert len(bits) == 12 and all(b == "0" for b, a in zip(bits, alive) if not a)
+    assert f"Only {sum(alive)} of the 12 images" in (tmp_path / "s" / "robustness.md").read_text()
+    table = reference_table([Column.parse(f"x={tmp_path / 'a'}+{tmp_path / 's'}:defended")], first=12, eps=0.1)
+    assert "APGD-DLR, exact gradient [s]" in table
+    with pytest.raises(ReportError, match="left unbroken"):
+        reference_table([Column.parse(f"x={tmp_path / 's'}:defended")], first=12, eps=0.1)
+    for extra, match in ((["--eps", "0.2"], "no per-example results at eps 0.2"),
+                         (["--models", "undefended,defended"], "defended model"),
+                         (["--check-n", "4"], "checks"), (["--num-images", "16"], "fewer than"),
+                         (["--survivors-of", str(tmp_path / "nowhere")], "no robustness.json")):
+        argv = [*common, "--attacks", "clean,fgsm", "--survivors-of", str(tmp_path / "a"), *extra, "--out", str(tmp_path / "x")]
+        if match == "checks":
+            argv.remove("--no-checks")
+        with pytest.raises(ValueError, match=match):
+            robustness.main(argv)
+    with pytest.raises(ValueError, match="another defense"):
+        robustness.main([*common, "--defense", "shipped", "--attacks", "clean", "--survivors-of", str(tmp_path / "a"),
+                         "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="one eps"):
+        evaluate(load(tiny_bundle), *get_domain("fashion_mnist").load("test", limit=4), eps=[0.1, 0.2],
+                 suite=SuiteConfig(domain=get_domain("fashion_mnist"), attacks=("clean",), models=("defended",)),
+                 options=ReportOptions(checks=False, progress=False, survivors_of=(str(tmp_path / "a"),)))
+
+
 def test_the_shipped_reports_print_the_readme_tables(capsys):
     """Every report the README's tables come from is in the repository, keeps per-example results and
     covers the images of its comparison; the worst case never exceeds any attack row of its column."""
