@@ -67,6 +67,8 @@ _ON_200 = (
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and a 4x exact "
     "APGD-CE run (200 steps, EOT 8), an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite, an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
@@ -91,7 +93,6 @@ COMPARISON_COLUMNS = COMPARISONS[200]
 HEADLINE = (
     "**PGD-AT, Croce et al.'s recipe (classifier_lenet_at), undefended: the baseline**"
     "=eval/reports/robustness_lenet_at_1000:undefended",
-    "PGD-AT, model A (classifier_pgd_at), undefended=eval/reports/robustness_pgd_at_500:undefended",
     "**amortised_at: C(G(E(x))) adversarially trained, the shipped default defense**"
     "=eval/reports/robustness_amortised_at:defended",
     "amortised_at rebuilt on the baseline (from classifier_lenet_at)"
@@ -101,6 +102,8 @@ HEADLINE = (
     "=eval/reports/robustness_projection_200:defended",
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + a 4x exact attack, an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite, an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised): one 5-step attack, an upper bound"
     "=eval/reports/robustness_defense_gan_200:defended",
 )

@@ -579,7 +579,7 @@ def _survivors(paths: Sequence[str], domain: Domain, eps_list: list[float], base
     if len(eps_list) != 1:
         raise ValueError(f"survivors_of needs one eps (each eps has its own survivors), got {eps_list}")
     if "undefended" in base.models:
-        raise ValueError("survivors_of attacks the defended model's survivors: run models=('defended',)")
+        raise ValueError("survivors_of attacks the defended model's survivors: run models=('defended',) (--models defended)")
     if opts.checks:
         raise ValueError("survivors_of attacks only some images but the checks need every one: pass checks=False "
                          "(--no-checks)")
