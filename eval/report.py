@@ -515,6 +515,14 @@ def _changed(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any])
     return None
 
 
+def _defense_pairs(old: dict[str, Any], described: dict[str, Any]) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """(old, new, defaults) of a report's defense description and its projection settings, for
+    :func:`_changed` (a key an older report lacks must be at its default)."""
+    return {"defense": ({k: v for k, v in old.items() if k != "projection"},
+                        {k: v for k, v in described.items() if k != "projection"}, {"kind": "projection"}),
+            "projection": (old.get("projection", {}), described.get("projection", {}), ProjectionConfig().to_dict())}
+
+
 def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], base: SuiteConfig,
                      described: dict[str, Any]) -> dict[str, Any]:
     """The report ``extend`` continues, after checking that it ran this same evaluation.
@@ -532,10 +540,7 @@ def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], ba
     pairs = {"dataset": (old.get("dataset"), domain.name, None), "eps": (old.get("eps"), eps_list, None),
              "seed": (old.get("seed"), base.seed, None),
              "suite": (old.get("suite", {}), base.to_dict(), SuiteConfig(domain=base.domain).to_dict()),
-             "defense": ({k: v for k, v in old.get("defense", {}).items() if k != "projection"},
-                         {k: v for k, v in described.items() if k != "projection"}, {"kind": "projection"}),
-             "projection": (old.get("defense", {}).get("projection", {}), described.get("projection", {}),
-                            ProjectionConfig().to_dict())}
+             **_defense_pairs(old.get("defense", {}), described)}
     for name, (was, now, defaults) in pairs.items():
         key = _changed(was, now, defaults) if defaults is not None else (None if was == now else name)
         if key is not None:
@@ -593,9 +598,11 @@ def _survivors(paths: Sequence[str], domain: Domain, eps_list: list[float], base
         old: dict[str, Any] = json.loads(file.read_text())
         if old.get("dataset", "").replace("-", "_") != domain.name:
             raise ValueError(f"survivors_of {path}: its data set is {old.get('dataset')!r}, not {domain.name!r}")
-        if old.get("defense") != mine:
-            raise ValueError(f"survivors_of {path}: it evaluated another defense ({old.get('defense')!r}, this run "
-                             f"{mine!r})")
+        for name, (was, now, defaults) in _defense_pairs(old.get("defense", {}), mine).items():
+            key = _changed(was, now, defaults)
+            if key is not None:
+                raise ValueError(f"survivors_of {path}: it evaluated another defense (its {name}.{key} is "
+                                 f"{was.get(key)!r}, this run's {now.get(key)!r})")
         if old.get("n", 0) < n:
             raise ValueError(f"survivors_of {path}: it covers {old.get('n')} images, fewer than the {n} asked for")
         bits = old.get("per_example", {}).get(eps)
