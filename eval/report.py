@@ -258,7 +258,8 @@ def evaluate(
     Raises:
         TypeError: a model that is neither a defended model nor a classifier with a purifier or generator.
         ValueError: images that do not fit the domain, an ``extend`` report of another evaluation,
-            nothing left to attack, or fewer batches than processes.
+            a ``survivors_of`` report of another defense (or with ``checks``, several eps or the
+            undefended model), nothing left to attack, or fewer batches than processes.
     """
     dom = get_domain(domain) if isinstance(domain, str) else domain
     opts = options or ReportOptions()
