@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from manifold_defense.cli import ToolParser, integer, real, run
 
+from .report import defense_difference
 from .stats import mcnemar_p, wilson_interval
 from .suite import ATTACKS, WORST
 
@@ -149,32 +150,46 @@ class Column:
     the worst case (e.g. a published protocol beside our suite). ``also`` names further reports of
     the same defense (a stronger attack run separately, a convergence run): their attack rows join
     the column, marked with their report's name, and the worst case becomes the per-example minimum
-    over every report, on the images they all cover."""
+    over every report, on the images they all cover. ``images`` caps the column at its own first
+    images, fewer than the table's (a slow configuration whose strongest attacks reached only part of
+    the set): its cells are accuracies over those images, and a summary pairs it with the first row on
+    them."""
 
     title: str
     report: Path
     model: str
     attack: str | None = None
     also: tuple[Path, ...] = ()
+    images: int | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "Column":
-        """Parse ``"TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY]"``.
+        """Parse ``"TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY][#IMAGES]"``.
 
         Raises:
-            ValueError: the spec does not have that form, MODEL is not undefended/defended, or an unknown attack key.
+            ValueError: the spec does not have that form, MODEL is not undefended/defended, an unknown
+                attack key, or IMAGES is not a positive integer.
         """
+        form = "'TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY][#IMAGES]'"
         title, sep, rest = spec.rpartition("=")
         path, sep2, model = rest.rpartition(":")
+        model, hashed, images = model.partition("#")
         model, _, attack = model.partition("@")
         paths = path.split("+")
         if not sep or not sep2 or not title or not all(paths):
-            raise ValueError(f"column must be 'TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY]', got {spec!r}")
+            raise ValueError(f"column must be {form}, got {spec!r}")
+        if hashed and not (images.isdigit() and int(images) > 0):
+            raise ValueError(f"IMAGES must be a positive integer, got {images!r} in {spec!r} (form {form})")
         if model not in ("undefended", "defended"):
             raise ValueError(f"MODEL must be 'undefended' or 'defended', got {model!r} in {spec!r}")
         if attack and attack not in ATTACKS:
             raise ValueError(f"unknown attack key {attack!r} in {spec!r}; known: {sorted(ATTACKS)}")
-        return cls(title, Path(paths[0]), model, attack or None, tuple(Path(p) for p in paths[1:]))
+        return cls(title, Path(paths[0]), model, attack or None, tuple(Path(p) for p in paths[1:]),
+                   int(images) if hashed else None)
+
+    def count(self, first: int) -> int:
+        """How many of the table's ``first`` images this column covers."""
+        return first if self.images is None else min(first, self.images)
 
     @property
     def reports(self) -> tuple[Path, ...]:
@@ -203,10 +218,14 @@ def _load_column(column: Column) -> dict[str, Any]:
     for extra_path in column.also:
         extra = _load(extra_path)
         _check_survivors(column, extra_path, extra)
-        for key in ("dataset", "defense"):
-            if _normal(extra.get(key)) != _normal(record.get(key)):
-                raise ReportError(f"{extra_path}: {key} {extra.get(key)!r} differs from {record.get(key)!r} in "
-                                  f"{column.report}: a column combines reports of one defense on one data set")
+        if _normal(extra.get("dataset")) != _normal(record.get("dataset")):
+            raise ReportError(f"{extra_path}: dataset {extra.get('dataset')!r} differs from {record.get('dataset')!r} in "
+                              f"{column.report}: a column combines reports of one defense on one data set")
+        differs = defense_difference(record.get("defense", {}), extra.get("defense", {}))
+        if differs is not None:
+            raise ReportError(f"{extra_path}: its defense differs from {column.report}'s in {differs!r} "
+                              f"({extra.get('defense')!r} against {record.get('defense')!r}): a column combines "
+                              "reports of one defense on one data set")
         merged["n"] = n = min(merged["n"], extra["n"])
         for eps, rows in merged["per_example"].items():
             extra_rows = extra["per_example"].get(eps)
@@ -274,7 +293,8 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
              protocol: str = "one-shot") -> str:
     cells = _cells(columns, records, first=first, eps=eps, protocol=protocol)
     worst_of_n = _cells(columns, records, first=first, eps=eps, protocol="worst-of-N")
-    worst = [_bits(c, r, first=first, eps=eps, protocol=protocol, attack=_label(c)) for c, r in zip(columns, records)]
+    worst = [_bits(c, r, first=c.count(first), eps=eps, protocol=protocol, attack=_label(c))
+             for c, r in zip(columns, records)]
     lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
              "| worst-of-N (randomised) | attacks in the worst case | seconds per prediction | peak memory (MiB) "
              "| robust only here / only in the first row (McNemar p) |",
@@ -290,10 +310,11 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
             paired = f"{here} / {there} (p = {mcnemar_p(here, there):.2g})"
         label = _label(column)
         randomised = f"{column.model} | {label} | worst-of-N" in record["per_example"].get(str(float(eps)), {})
-        n_worst = _cell(worst_of_n[i][label], first) if randomised and label in worst_of_n[i] else "–"
+        n = column.count(first)
+        n_worst = _cell(worst_of_n[i][label], n) if randomised and label in worst_of_n[i] else "–"
         peak = record.get("peak_rss_mib") or (record.get("exact_gradient_step") or {}).get("peak_rss_mib_after")
-        lines.append(f"| {column.title} | {_cell(cell['clean'], first) if 'clean' in cell else '–'} | "
-                     f"**{_cell(cell[label], first) if label in cell else '–'}** | {n_worst} | {attacks} | "
+        lines.append(f"| {column.title} | {_cell(cell['clean'], n) if 'clean' in cell else '–'} | "
+                     f"**{_cell(cell[label], n) if label in cell else '–'}** | {n_worst} | {attacks} | "
                      f"{'–' if speed is None else f'{speed:.2g}'} | {'–' if peak is None else f'{peak:.0f}'} | {paired} |")
     return "\n".join(lines)
 
@@ -336,8 +357,10 @@ def _cells(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
             if _normal(record.get(key)) != _normal(reference.get(key)):
                 raise ReportError(f"{column.report}: {key} {record.get(key)!r} differs from {reference.get(key)!r} "
                                   f"in {columns[0].report}")
-        if record["n"] < first:
-            raise ReportError(f"{' + '.join(map(str, column.reports))} covers {record['n']} images, fewer than --first {first}")
+        n = column.count(first)
+        if record["n"] < n:
+            raise ReportError(f"{' + '.join(map(str, column.reports))} covers {record['n']} images, fewer than "
+                              + (f"--first {first}" if n == first else f"its #{n}"))
         per_eps = record["per_example"].get(str(float(eps)))
         if per_eps is None:
             raise ReportError(f"{column.report} has no results at eps {eps:g} (it has {sorted(record['per_example'])})")
@@ -348,7 +371,7 @@ def _cells(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
                 continue
             if not rest and protocol != "one-shot" and f"{key} | {protocol}" in per_eps:
                 continue  # this row has results under the requested protocol
-            mine[attack] = bits[:first].count("1") / first
+            mine[attack] = bits[:n].count("1") / n
         cells.append(mine)
     return cells
 
@@ -366,7 +389,7 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
         "|---" * (len(columns) + 1) + "|",
     ]
     for attack in [*attacks, WORST]:
-        values = [_cell(cell[attack], first) if attack in cell else "–" for cell in cells]
+        values = [_cell(cell[attack], column.count(first)) if attack in cell else "–" for column, cell in zip(columns, cells)]
         if attack == WORST:
             lines.append(f"| **{attack}** | " + " | ".join(f"**{v}**" for v in values) + " |")
         else:
@@ -390,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with "
                              "--summary); REPORT_DIR+REPORT_DIR2 adds the attack rows of another report of the same "
-                             "defense and takes the per-example minimum over both")
+                             "defense and takes the per-example minimum over both; a trailing #N keeps that column to its "
+                             "first N images (fewer than --first) and says so")
     parser.add_argument("--first", type=integer(1), default=200, help="use the first N test images")
     parser.add_argument("--eps", type=real(0.0, low_open=True), default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")

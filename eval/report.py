@@ -524,6 +524,16 @@ def _defense_pairs(old: dict[str, Any], described: dict[str, Any]) -> dict[str, 
             "projection": (old.get("projection", {}), described.get("projection", {}), ProjectionConfig().to_dict())}
 
 
+def defense_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first setting in which two reports' ``defense`` descriptions differ (None: the same
+    defense). A key one of them lacks (written before the key existed) must be at its default."""
+    for name, (one, two, defaults) in _defense_pairs(a, b).items():
+        key = _changed({**defaults, **one}, {**defaults, **two}, defaults)
+        if key is not None:
+            return f"{name}.{key}" if name == "projection" else key
+    return None
+
+
 def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], base: SuiteConfig,
                      described: dict[str, Any]) -> dict[str, Any]:
     """The report ``extend`` continues, after checking that it ran this same evaluation.

@@ -370,3 +370,48 @@ def test_a_column_folds_in_the_attacks_of_another_report_of_the_same_defense(tmp
         reference_table([Column.parse(f"x={suite}+{other}:defended")], first=4, eps=0.1)
     with pytest.raises(ValueError, match="TITLE=REPORT_DIR"):
         Column.parse(f"x={suite}+:defended")
+
+
+def test_a_column_folds_in_a_report_whose_defense_description_gained_a_key_at_its_default(tmp_path: Path):
+    """A report written before the defense description had ``kind`` combines with a newer one of the
+    same projection (as ``--survivors-of`` and ``--extend`` accept it), and not with another kind."""
+    from eval.reference_table import Column, ReportError, reference_table
+
+    def report(name: str, defense: dict[str, object]) -> Path:
+        path = _fake_report(tmp_path / name, 4, {"defended | clean": "1111",
+                                                 "defended | worst case (per example)": "1110"})
+        record = json.loads((path / "robustness.json").read_text())
+        (path / "robustness.json").write_text(json.dumps({**record, "defense": defense}))
+        return path
+
+    old = report("old", {"spec": "shipped", "projection": {"restarts": 10}})
+    new = report("new", {"spec": "shipped", "kind": "projection", "projection": {"restarts": 10}})
+    diffusion = report("diffusion", {"spec": "shipped", "kind": "diffusion", "projection": {"restarts": 10}})
+    other = report("other", {"spec": "shipped", "kind": "projection", "projection": {"restarts": 1}})
+    assert "worst case" in reference_table([Column.parse(f"x={old}+{new}:defended")], first=4, eps=0.1)
+    with pytest.raises(ReportError, match="'kind'"):
+        reference_table([Column.parse(f"x={old}+{diffusion}:defended")], first=4, eps=0.1)
+    with pytest.raises(ReportError, match="projection.restarts"):
+        reference_table([Column.parse(f"x={new}+{other}:defended")], first=4, eps=0.1)
+
+
+def test_a_column_can_cover_fewer_images_than_the_table(tmp_path: Path):
+    """``#N`` keeps one column to its first N images: its accuracies and intervals are over N, the
+    summary pairs it with the first row on those N, and it still needs a report of N images."""
+    from eval.reference_table import Column, ReportError, reference_table, summary_table
+
+    base = _fake_report(tmp_path / "base", 8, {"undefended | clean": "11111111",
+                                               "undefended | worst case (per example)": "11110000"})
+    slow = _fake_report(tmp_path / "slow", 4, {"defended | clean": "1111",
+                                               "defended | worst case (per example)": "0110"})
+    column = Column.parse(f"slow (first 4)={slow}:defended#4")
+    assert column.images == 4 and column.count(8) == 4 and column.count(2) == 2
+    rows = summary_table([Column("base", base, "undefended"), column], first=8, eps=0.1).splitlines()
+    assert "**50% [22, 78]**" in rows[2] and "**50% [15, 85]**" in rows[3]  # 4 of 8; 2 of 4 (Wilson on n = 4)
+    assert "0 / 2 (p =" in rows[3]  # paired on the first 4: 1111 against 0110
+    assert "**50% [" in reference_table([column], first=8, eps=0.1)
+    with pytest.raises(ReportError, match="fewer than its #6"):
+        reference_table([Column.parse(f"x={base}+{slow}:undefended#6")], first=8, eps=0.1)
+    for bad in ("0", "x", ""):
+        with pytest.raises(ValueError, match="IMAGES must be a positive integer"):
+            Column.parse(f"x={slow}:defended#{bad}")
