@@ -105,8 +105,10 @@ HEADLINE = (
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
     "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite, an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200:defended",
-    "standard classifier + Defense-GAN's own setting (10 x 200, randomised): one 5-step attack, an upper bound"
-    "=eval/reports/robustness_defense_gan_200:defended",
+    "standard classifier + Defense-GAN's own setting (10 x 200, randomised), first 100 only: 5-step APGD, transfer, "
+    "25-step exact APGD-CE with EOT 2; an upper bound"
+    "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_100"
+    "+eval/reports/converged_defense_gan_25:defended#100",
 )
 
 
