@@ -609,11 +609,10 @@ def _survivors(paths: Sequence[str], domain: Domain, eps_list: list[float], base
         old: dict[str, Any] = json.loads(file.read_text())
         if old.get("dataset", "").replace("-", "_") != domain.name:
             raise ValueError(f"survivors_of {path}: its data set is {old.get('dataset')!r}, not {domain.name!r}")
-        for name, (was, now, defaults) in _defense_pairs(old.get("defense", {}), mine).items():
-            key = _changed(was, now, defaults)
-            if key is not None:
-                raise ValueError(f"survivors_of {path}: it evaluated another defense (its {name}.{key} is "
-                                 f"{was.get(key)!r}, this run's {now.get(key)!r})")
+        differs = defense_difference(old.get("defense", {}), mine)
+        if differs is not None:
+            raise ValueError(f"survivors_of {path}: it evaluated another defense (it differs in {differs!r}: "
+                             f"{old.get('defense')!r}, this run's {mine!r})")
         if old.get("n", 0) < n:
             raise ValueError(f"survivors_of {path}: it covers {old.get('n')} images, fewer than the {n} asked for")
         bits = old.get("per_example", {}).get(eps)
