@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from manifold_defense.cli import ToolParser, integer, real, run
 
-from .report import defense_difference
+from .report import defense_difference, extended_reports
 from .stats import mcnemar_p, wilson_interval
 from .suite import ATTACKS, WORST
 
@@ -255,7 +255,7 @@ def _check_survivors(column: Column, path: Path, record: dict[str, Any]) -> None
     Raises:
         ReportError: one of those earlier reports is not in the column.
     """
-    names = {p.name for p in column.reports}
+    names = {Path(r).name for p in column.reports for r in extended_reports(p)}  # a report stands for those it extends
     missing = [r for r in record.get("survivors_of", {}).get("reports", []) if Path(r).name not in names]
     if missing:
         raise ReportError(f"{path} attacked only the images that {missing} left unbroken: put those reports in the "

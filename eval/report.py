@@ -49,7 +49,7 @@ from . import checks
 from .batch_cache import BatchCache, model_fingerprint
 from .suite import ATTACKS, WORST, Row, SuiteConfig, format_table, run_suite, worst_case
 
-__all__ = ["evaluate", "Report", "ReportOptions", "DEFAULT_ATTACKS"]
+__all__ = ["evaluate", "Report", "ReportOptions", "DEFAULT_ATTACKS", "extended_reports"]
 
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amortised", "eot_pgd", "exact_apgd_ce",
                    "exact_apgd_dlr", "latent", "square", "on_manifold")
@@ -284,14 +284,16 @@ def evaluate(
     classifier = defended.classifier
     n = len(x)
     described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
-    previous = _previous_report(opts.extend, dom, eps_list, base, described) if opts.extend else None
+    previous = (_previous_report(opts.extend, dom, eps_list, base, described, rebatch=bool(opts.survivors_of))
+                if opts.extend else None)
     kept = previous["n"] if previous else 0
     if kept >= n:
         raise ValueError(f"extend={opts.extend} already covers {kept} images; ask for more")
     sources = [str(p) for p in opts.survivors_of]
-    if previous is not None and previous.get("survivors_of", {}).get("reports", []) != sources:
+    if previous is not None and not _same_sources(previous.get("survivors_of", {}).get("reports", []), sources):
         raise ValueError(f"extend={opts.extend} attacked the survivors of {previous.get('survivors_of', {}).get('reports', [])} "
-                         f"but this run those of {sources}: extend a report with the same survivors_of")
+                         f"but this run those of {sources}: extend a report with the same survivors_of (or with "
+                         "reports that --extend those)")
     attacked: torch.Tensor | None = None  # with survivors_of: the indices (>= kept) of the images attacked here
     if sources:
         alive = _survivors(sources, dom, eps_list, base, opts, described, n)
@@ -534,9 +536,52 @@ def defense_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return None
 
 
+def extended_reports(path: str | Path) -> list[str]:
+    """The report directory ``path`` and every report it continues through ``--extend`` (newest first):
+    their per-example results are the first images of ``path``'s, so either stands for the other on
+    those images.
+
+    Args:
+        path: a report directory (its ``robustness.json`` is read if there).
+
+    Returns:
+        The paths as each report recorded them; a missing report or a loop ends the chain.
+
+    Example:
+        >>> extended_reports("eval/reports/converged_diffpure_t100_200")[-1]
+        'eval/reports/converged_diffpure_t100'
+    """
+    chain, seen = [str(path)], {Path(path).name}
+    while True:
+        file = Path(chain[-1]) / "robustness.json"
+        if not file.is_file():
+            return chain
+        parent = json.loads(file.read_text()).get("extends", {}).get("report")
+        if parent is None or Path(parent).name in seen:
+            return chain
+        chain.append(str(parent))
+        seen.add(Path(parent).name)
+
+
+def _same_sources(old: Sequence[str], new: Sequence[str]) -> bool:
+    """Whether ``new`` survivors_of reports are ``old``'s, each the same report or one that extends it
+    (same verdicts on the old images, more images): an extended run attacks the same first images."""
+    if len(old) != len(new):
+        return False
+    return all(Path(o).name in {Path(c).name for c in extended_reports(n)} for o, n in zip(old, new))
+
+
+def _without(suite: dict[str, Any], rebatch: bool) -> dict[str, Any]:
+    return {k: v for k, v in suite.items() if k != "batch_size"} if rebatch else suite
+
+
 def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], base: SuiteConfig,
-                     described: dict[str, Any]) -> dict[str, Any]:
+                     described: dict[str, Any], *, rebatch: bool = False) -> dict[str, Any]:
     """The report ``extend`` continues, after checking that it ran this same evaluation.
+
+    With ``rebatch`` (a survivors_of run, whose attacked images form their own batches) the batch
+    size may differ from the extended report's; it changes which images share a batch and seed,
+    not what is attacked.
 
     Raises:
         ValueError: no such report, no per-example results, a different setting (named), or a
@@ -550,7 +595,8 @@ def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], ba
         raise ValueError(f"--extend {path}: the report has no per-example results to keep")
     pairs = {"dataset": (old.get("dataset"), domain.name, None), "eps": (old.get("eps"), eps_list, None),
              "seed": (old.get("seed"), base.seed, None),
-             "suite": (old.get("suite", {}), base.to_dict(), SuiteConfig(domain=base.domain).to_dict()),
+             "suite": (_without(old.get("suite", {}), rebatch), _without(base.to_dict(), rebatch),
+                       _without(SuiteConfig(domain=base.domain).to_dict(), rebatch)),
              **_defense_pairs(old.get("defense", {}), described)}
     for name, (was, now, defaults) in pairs.items():
         key = _changed(was, now, defaults) if defaults is not None else (None if was == now else name)
@@ -559,7 +605,7 @@ def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], ba
             raise ValueError(f"--extend {path}: its {where} differs from this run's "
                              f"({(was.get(key) if isinstance(was, dict) else was)!r} against "
                              f"{(now.get(key) if isinstance(now, dict) else now)!r})")
-    if old["n"] % base.batch_size:
+    if old["n"] % base.batch_size and not rebatch:
         raise ValueError(f"--extend {path}: its {old['n']} images are not whole batches of --batch-size {base.batch_size}")
     return old
 

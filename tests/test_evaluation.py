@@ -291,6 +291,47 @@ def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundl
                  options=ReportOptions(checks=False, progress=False, survivors_of=(str(tmp_path / "a"),)))
 
 
+def test_a_survivors_run_extends_with_its_sources_extended_and_its_own_batches(tiny_bundle, tmp_path: Path):
+    """A survivors_of report extends to more images when each source report is the old one or extends
+    it, with a batch size of its own (survivors form their own batches); its first images keep the old
+    verdicts; a column may hold the extended sources in place of the ones a later report names."""
+    from eval import robustness
+    from eval.reference_table import Column, ReportError, reference_table
+    from eval.report import extended_reports
+
+    common = ["--defense", str(tiny_bundle), "--quick", "--models", "defended", "--eps", "0.1", "--no-checks"]
+    base = [*common, "--batch-size", "4", "--attacks", "clean,fgsm"]
+    robustness.main([*base, "--num-images", "12", "--out", str(tmp_path / "a12")])
+    a24 = robustness.main([*base, "--num-images", "24", "--extend", str(tmp_path / "a12"), "--out", str(tmp_path / "a24")])
+    assert a24 is not None
+    assert extended_reports(tmp_path / "a24") == [str(tmp_path / "a24"), str(tmp_path / "a12")]
+    assert extended_reports(tmp_path / "nowhere") == [str(tmp_path / "nowhere")]
+    then = [*common, "--attacks", "clean,bpda_pgd"]
+    s12 = robustness.main([*then, "--batch-size", "4", "--num-images", "12", "--survivors-of", str(tmp_path / "a12"),
+                          "--out", str(tmp_path / "s12")])
+    s24 = robustness.main([*then, "--batch-size", "3", "--num-images", "24", "--extend", str(tmp_path / "s12"),
+                           "--survivors-of", str(tmp_path / "a24"), "--out", str(tmp_path / "s24")])
+    assert s12 is not None and s24 is not None
+    worst = [b for k, b in a24["per_example"]["0.1"].items() if k.startswith("defended | worst case")]
+    alive = [any(b[i] == "1" for b in worst) for i in range(24)]
+    assert s24["survivors_of"]["attacked"] == sum(alive[12:])  # only the new images' survivors were attacked
+    for key, bits in s24["per_example"]["0.1"].items():
+        assert bits[:12] == s12["per_example"]["0.1"][key]
+        assert all(b == "0" for b, a in zip(bits, alive) if not a)
+    with pytest.raises(ValueError, match="same survivors_of"):  # a source that is not a12 nor extends it
+        robustness.main([*then, "--batch-size", "3", "--num-images", "24", "--extend", str(tmp_path / "s12"),
+                         "--survivors-of", str(tmp_path / "s24"), "--out", str(tmp_path / "x")])
+    # A report on the survivors of a12 + s12 folds into a column holding a24 + s24, which extend them.
+    t12 = robustness.main([*common, "--attacks", "clean,exact_apgd_dlr", "--batch-size", "4", "--num-images", "12",
+                          "--survivors-of", f"{tmp_path / 'a12'}+{tmp_path / 's12'}", "--out", str(tmp_path / "t12")])
+    assert t12 is not None
+    table = reference_table([Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended#12")],
+                            first=24, eps=0.1)
+    assert "[t12]" in table
+    with pytest.raises(ReportError, match="left unbroken"):
+        reference_table([Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 't12'}:defended#12")], first=24, eps=0.1)
+
+
 def test_the_shipped_reports_print_the_readme_tables(capsys):
     """Every report the README's tables come from is in the repository, keeps per-example results and
     covers the images of its comparison; the worst case never exceeds any attack row of its column."""
