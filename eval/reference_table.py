@@ -68,8 +68,9 @@ _ON_200 = (
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and a 4x exact "
     "APGD-CE run (200 steps, EOT 8), an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite, an upper bound"
-    "=eval/reports/robustness_diffpure_lenet_at_t100_200:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and the 4x "
+    "exact APGD-CE run on its first 65, an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_65:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
@@ -103,8 +104,9 @@ HEADLINE = (
     "=eval/reports/robustness_projection_200:defended",
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + a 4x exact attack, an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite, an upper bound"
-    "=eval/reports/robustness_diffpure_lenet_at_t100_200:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + the 4x exact attack "
+    "on its first 65, an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_65:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised), first 100 only: 5-step APGD, transfer, "
     "25-step exact APGD-CE with EOT 2; an upper bound"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_100"
@@ -152,7 +154,9 @@ class Column:
     the worst case (e.g. a published protocol beside our suite). ``also`` names further reports of
     the same defense (a stronger attack run separately, a convergence run): their attack rows join
     the column, marked with their report's name, and the worst case becomes the per-example minimum
-    over every report, on the images they all cover. ``images`` caps the column at its own first
+    over every report, on the images they all cover; a ``--survivors-of`` report on fewer images
+    lowers only its own first images (its rows, marked ``[NAME, first K]``, read "this attack after
+    the column's other reports" and stand at the worst case so far beyond them). ``images`` caps the column at its own first
     images, fewer than the table's (a slow configuration whose strongest attacks reached only part of
     the set): its cells are accuracies over those images, and a summary pairs it with the first row on
     them."""
@@ -228,13 +232,22 @@ def _load_column(column: Column) -> dict[str, Any]:
             raise ReportError(f"{extra_path}: its defense differs from {column.report}'s in {differs!r} "
                               f"({extra.get('defense')!r} against {record.get('defense')!r}): a column combines "
                               "reports of one defense on one data set")
-        merged["n"] = n = min(merged["n"], extra["n"])
+        # A survivors_of report on fewer images lowers only those it covers (its rows already read "after
+        # the earlier reports"; on the rest they stand at the worst case so far); any other report on
+        # fewer images shrinks the column to them.
+        partial = extra["n"] < merged["n"] and bool(extra.get("survivors_of"))
+        if not partial:
+            merged["n"] = min(merged["n"], extra["n"])
+        n, k = merged["n"], min(merged["n"], extra["n"])
+        tag = f"{extra_path.name}, first {k}" if partial else extra_path.name
         for eps, rows in merged["per_example"].items():
             extra_rows = extra["per_example"].get(eps)
             if extra_rows is None:
                 raise ReportError(f"{extra_path} has no results at eps {float(eps):g}, which {column.report} has")
             for key in list(rows):
                 rows[key] = rows[key][:n]
+            so_far = {tuple(key.split(" | ")[2:]): bits for key, bits in rows.items()
+                      if key.split(" | ")[:2] == [column.model, WORST]}
             for key, bits in extra_rows.items():
                 model, label, *rest = key.split(" | ")
                 if model != column.model or label == "clean":
@@ -242,9 +255,10 @@ def _load_column(column: Column) -> dict[str, Any]:
                 if label == WORST:
                     if key not in rows:
                         raise ReportError(f"{extra_path} has the row {key!r}, which {column.report} lacks")
-                    rows[key] = "".join("1" if a == "1" and b == "1" else "0" for a, b in zip(rows[key], bits[:n]))
+                    rows[key] = "".join("1" if a == "1" and b == "1" else "0" for a, b in zip(rows[key], bits[:k])) + rows[key][k:]
                 else:
-                    rows[" | ".join([model, f"{label} [{extra_path.name}]", *rest])] = bits[:n]
+                    rest_of = so_far.get(tuple(rest), so_far.get((), "0" * n))[k:] if partial else ""
+                    rows[" | ".join([model, f"{label} [{tag}]", *rest])] = bits[:k] + rest_of
     return merged
 
 
@@ -415,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--column", action="append", default=None,
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with "
                              "--summary); REPORT_DIR+REPORT_DIR2 adds the attack rows of another report of the same "
-                             "defense and takes the per-example minimum over both; a trailing #N keeps that column to its "
+                             "defense and takes the per-example minimum over both (on the images both cover; a --survivors-of "
+                             "report on fewer images lowers only those); a trailing #N keeps that column to its "
                              "first N images (fewer than --first) and says so")
     parser.add_argument("--first", type=integer(1), default=200, help="use the first N test images")
     parser.add_argument("--eps", type=real(0.0, low_open=True), default=None,

@@ -327,7 +327,17 @@ def test_a_survivors_run_extends_with_its_sources_extended_and_its_own_batches(t
     assert t12 is not None
     table = reference_table([Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended#12")],
                             first=24, eps=0.1)
-    assert "[t12]" in table
+    assert "[t12, first 12]" in table
+    # Without #12 the column keeps its 24 images: t12 lowers only its own first 12.
+    from eval.reference_table import WORST, _load_column
+    both = _load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}:defended"))["per_example"]["0.1"]
+    folded = _load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended"))
+    assert folded["n"] == 24
+    for key, bits in folded["per_example"]["0.1"].items():
+        assert len(bits) == 24
+        if key.split(" | ")[1] == WORST:
+            assert bits[12:] == both[key][12:]
+            assert bits[:12] == "".join(min(a, b) for a, b in zip(both[key][:12], t12["per_example"]["0.1"][key]))
     with pytest.raises(ReportError, match="left unbroken"):
         reference_table([Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 't12'}:defended#12")], first=24, eps=0.1)
 
