@@ -313,7 +313,7 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
     worst_of_n = _cells(columns, records, first=first, eps=eps, protocol="worst-of-N")
     worst = [_bits(c, r, first=c.count(first), eps=eps, protocol=protocol, attack=_label(c))
              for c, r in zip(columns, records)]
-    lines = [f"| configuration (first {first} test images, Linf eps {eps:g}) | clean | worst case over the suite "
+    lines = [f"| configuration ({_span(columns, first)}, Linf eps {eps:g}) | clean | worst case over the suite "
              "| worst-of-N (randomised) | attacks in the worst case | seconds per prediction | peak memory (MiB) "
              "| robust only here / only in the first row (McNemar p) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -403,7 +403,7 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
     order = [spec.label for spec in ATTACKS.values()]
     attacks.sort(key=lambda a: order.index(a) if a in order else len(order))
     lines = [
-        f"| attack (first {first} test images, Linf eps {eps:g}) | " + " | ".join(c.title for c in columns) + " |",
+        f"| attack ({_span(columns, first)}, Linf eps {eps:g}) | " + " | ".join(c.title for c in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
     for attack in [*attacks, WORST]:
@@ -417,6 +417,16 @@ def _table(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, firs
         lines.append("| seconds per prediction (one image, batch of 50) | "
                      + " | ".join("–" if v is None else f"{v:.2g}" for v in speed) + " |")
     return "\n".join(lines)
+
+
+def _span(columns: Sequence[Column], first: int) -> str:
+    """The images a table covers: "first N test images", N what its columns cover (a ``#K`` column
+    covers only its first K; columns that differ are named)."""
+    counts = {column.count(first) for column in columns}
+    if len(counts) == 1:
+        return f"first {counts.pop()} test images"
+    fewer = ", ".join(f"{c.title}: first {c.count(first)}" for c in columns if c.count(first) < max(counts))
+    return f"first {max(counts)} test images ({fewer})"
 
 
 def _cell(accuracy: float, n: int) -> str:

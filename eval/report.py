@@ -49,7 +49,7 @@ from . import checks
 from .batch_cache import BatchCache, model_fingerprint
 from .suite import ATTACKS, WORST, Row, SuiteConfig, format_table, run_suite, worst_case
 
-__all__ = ["evaluate", "Report", "ReportOptions", "DEFAULT_ATTACKS", "extended_reports"]
+__all__ = ["evaluate", "plan", "AttackPlan", "Report", "ReportOptions", "DEFAULT_ATTACKS", "extended_reports"]
 
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amortised", "eot_pgd", "exact_apgd_ce",
                    "exact_apgd_dlr", "latent", "square", "on_manifold")
@@ -167,14 +167,164 @@ class Report:
 
     def write(self, out: str | Path, *, figures: bool = True) -> Path:
         """Write ``robustness.json``, ``robustness.md`` and (``figures``) ``accuracy_vs_eps.png`` and
-        ``examples.png`` (x / adversarial / projection) into the directory ``out``; returns it."""
+        ``examples.png`` (x / adversarial / projection) into the directory ``out``; returns it.
+
+        A survivors_of report gets no ``examples.png``: its sample (the first images) need not be the
+        images it attacked, and the figure's own 20-step exact attack would cost minutes for nothing."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "robustness.json").write_text(json.dumps(self.record, indent=2) + "\n")
         (out / "robustness.md").write_text(self.markdown())
         if figures:
-            _figures(out, self.rows, self.defended, *self.sample, self.main_eps)
+            _figures(out, self.rows, self.defended, *self.sample, self.main_eps,
+                     examples="survivors_of" not in self.record)
         return out
+
+    def files(self, *, figures: bool = True) -> list[str]:
+        """The names :meth:`write` writes."""
+        names = ["robustness.json", "robustness.md"]
+        if figures:
+            names += ["accuracy_vs_eps.png"] + ([] if "survivors_of" in self.record else ["examples.png"])
+        return names
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """What a run of :func:`evaluate` would attack, known before any attack runs (:func:`plan`).
+
+    Attributes:
+        n: images in the report.
+        kept: the first images, whose verdicts come from the ``extend`` report.
+        attacked: indices of the images this run attacks (with ``survivors_of``: only the survivors
+            among images ``kept..n-1``; otherwise all of them).
+        batch_size: images per batch.
+        done: batches whose verdicts come from the extended report (survivors form their own batches: 0).
+        batches: batches in all, ``done`` included.
+        world: processes that share the batches.
+        sources: the ``survivors_of`` reports (empty: none).
+    """
+
+    n: int
+    kept: int
+    attacked: tuple[int, ...]
+    batch_size: int
+    done: int
+    batches: int
+    world: int
+    sources: tuple[str, ...] = ()
+
+    @property
+    def per_process(self) -> list[int]:
+        """Batches each process attacks (rank r takes batches done+r, done+r+world, ...)."""
+        return [len(range(self.done + r, self.batches, self.world)) for r in range(self.world)]
+
+    def even_batch_size(self) -> int:
+        """The batch size that gives each process one batch of the attacked images (for a survivors
+        run, whose attacked images form their own batches)."""
+        return max(1, -(-len(self.attacked) // self.world))
+
+    def check(self) -> None:
+        """Raises:
+            ValueError: nothing to attack, or fewer batches to attack than processes."""
+        if not self.attacked:
+            raise ValueError(f"survivors_of: the worst case of {list(self.sources)} already breaks images "
+                             f"{self.kept}..{self.n - 1}: nothing left to attack")
+        if self.batches - self.done < self.world:
+            raise ValueError(f"{self.batches - self.done} batch(es) of batch_size {self.batch_size} to attack but "
+                             f"{self.world} processes: use fewer processes or a smaller batch size")
+
+    def describe(self) -> str:
+        """One paragraph for a person choosing --batch-size and the number of processes."""
+        which = (f": the survivors among images {self.kept}..{self.n - 1} of {' + '.join(self.sources)}"
+                 if self.sources else f": images {self.kept}..{self.n - 1}")
+        lines = [f"would attack {len(self.attacked)} of the {self.n} images{which}"
+                 + (f" (the first {self.kept} kept from --extend)" if self.kept else ""),
+                 f"{self.batches - self.done} batch(es) of at most {self.batch_size} on {self.world} process(es): "
+                 f"{', '.join(str(k) for k in self.per_process)} batch(es) per process"]
+        if self.sources:
+            lines.append(f"--batch-size {self.even_batch_size()} gives each process one batch")
+        try:
+            self.check()
+        except ValueError as exc:
+            lines.append(f"this run would fail: {exc}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Schedule:
+    plan: AttackPlan
+    previous: dict[str, Any] | None
+    attacked: torch.Tensor | None  # with survivors_of: the indices (>= kept) of the images attacked here
+    batch_sizes: list[int]
+
+
+def _schedule(described: dict[str, Any], dom: Domain, eps_list: list[float], base: SuiteConfig, opts: ReportOptions,
+              n: int, world: int) -> _Schedule:
+    """Which images and batches a run attacks, from ``extend`` and ``survivors_of`` (reads only reports)."""
+    previous = (_previous_report(opts.extend, dom, eps_list, base, described, rebatch=bool(opts.survivors_of))
+                if opts.extend else None)
+    kept = previous["n"] if previous else 0
+    if kept >= n:
+        raise ValueError(f"extend={opts.extend} already covers {kept} images; ask for more")
+    sources = [str(p) for p in opts.survivors_of]
+    if previous is not None and not _same_sources(previous.get("survivors_of", {}).get("reports", []), sources):
+        raise ValueError(f"extend={opts.extend} attacked the survivors of {previous.get('survivors_of', {}).get('reports', [])} "
+                         f"but this run those of {sources}: extend a report with the same survivors_of (or with "
+                         "reports that --extend those)")
+    attacked: torch.Tensor | None = None
+    if sources:
+        alive = _survivors(sources, dom, eps_list, base, opts, described, n)
+        attacked = torch.nonzero(alive[kept:]).flatten() + kept
+        run, done = len(attacked), 0
+        indices = tuple(int(i) for i in attacked)
+    else:
+        run, done = n, kept // base.batch_size
+        indices = tuple(range(kept, n))
+    n_batches = (run + base.batch_size - 1) // base.batch_size
+    batch_sizes = [min(base.batch_size, run - b * base.batch_size) for b in range(n_batches)]
+    plan = AttackPlan(n=n, kept=kept, attacked=indices, batch_size=base.batch_size, done=done, batches=n_batches,
+                      world=world, sources=tuple(sources))
+    return _Schedule(plan, previous, attacked, batch_sizes)
+
+
+def plan(defended: PurifiedClassifier, n: int, *, suite: SuiteConfig, eps: Sequence[float],
+         options: ReportOptions | None = None, world: int = 1) -> AttackPlan:
+    """What :func:`evaluate` would attack with these settings, without attacking (the CLI's ``--dry-run``).
+
+    Args:
+        defended: the defended model (its description must match any ``extend`` / ``survivors_of`` report).
+        n: images in the report (the first ``n`` test images).
+        suite: the attacks and batch size.
+        eps: the Linf budgets.
+        options: ``extend``, ``survivors_of`` and the names, as :func:`evaluate` would get them.
+        world: processes that would share the batches.
+
+    Returns:
+        The :class:`AttackPlan` (its ``describe()`` prints the counts; its ``check()`` raises where
+        :func:`evaluate` would).
+
+    Raises:
+        ValueError: as :func:`evaluate` for an ``extend`` or ``survivors_of`` report that does not fit.
+
+    Example:
+        >>> from manifold_defense import DefendedClassifier, ProjectionConfig
+        >>> from manifold_defense.models import MLP, WGANGenerator
+        >>> from manifold_defense.domains import get_domain
+        >>> from eval.suite import SuiteConfig
+        >>> defended = DefendedClassifier(MLP(hidden=8, depth=1), WGANGenerator(latent_dim=4, dim=2),
+        ...                               ProjectionConfig(restarts=1, steps=1))
+        >>> p = plan(defended, 10, suite=SuiteConfig(domain=get_domain("fashion_mnist"), batch_size=4), eps=[0.1],
+        ...          world=2)
+        >>> p.batches, p.per_process
+        (3, [2, 1])
+    """
+    opts = options or ReportOptions()
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if world < 1:
+        raise ValueError(f"world must be at least 1, got {world}")
+    described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
+    return _schedule(described, suite.domain, [float(e) for e in eps], suite, opts, n, world).plan
 
 
 def _as_defended(model: nn.Module, generator: nn.Module | None, encoder: nn.Module | None,
@@ -284,31 +434,14 @@ def evaluate(
     classifier = defended.classifier
     n = len(x)
     described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
-    previous = (_previous_report(opts.extend, dom, eps_list, base, described, rebatch=bool(opts.survivors_of))
-                if opts.extend else None)
-    kept = previous["n"] if previous else 0
-    if kept >= n:
-        raise ValueError(f"extend={opts.extend} already covers {kept} images; ask for more")
-    sources = [str(p) for p in opts.survivors_of]
-    if previous is not None and not _same_sources(previous.get("survivors_of", {}).get("reports", []), sources):
-        raise ValueError(f"extend={opts.extend} attacked the survivors of {previous.get('survivors_of', {}).get('reports', [])} "
-                         f"but this run those of {sources}: extend a report with the same survivors_of (or with "
-                         "reports that --extend those)")
-    attacked: torch.Tensor | None = None  # with survivors_of: the indices (>= kept) of the images attacked here
-    if sources:
-        alive = _survivors(sources, dom, eps_list, base, opts, described, n)
-        attacked = torch.nonzero(alive[kept:]).flatten() + kept
-        if len(attacked) == 0:
-            raise ValueError(f"survivors_of: the worst case of {sources} already breaks images {kept}..{n - 1}: "
-                             "nothing left to attack")
-        x_run, y_run, done = x[attacked.to(device)], y[attacked.to(device)], 0
+    schedule = _schedule(described, dom, eps_list, base, opts, n, world)
+    schedule.plan.check()
+    previous, kept, attacked = schedule.previous, schedule.plan.kept, schedule.attacked
+    if attacked is not None:
+        x_run, y_run = x[attacked.to(device)], y[attacked.to(device)]
     else:
-        x_run, y_run, done = x, y, kept // base.batch_size
-    n_batches = (len(x_run) + base.batch_size - 1) // base.batch_size
-    batch_sizes = [min(base.batch_size, len(x_run) - b * base.batch_size) for b in range(n_batches)]
-    if n_batches - done < world:
-        raise ValueError(f"{n_batches - done} batch(es) of batch_size {base.batch_size} to attack but {world} "
-                         "processes: use fewer processes or a smaller batch size")
+        x_run, y_run = x, y
+    done, n_batches, batch_sizes = schedule.plan.done, schedule.plan.batches, schedule.batch_sizes
     mine = list(range(done + rank, n_batches, world))  # each batch keeps its index, hence its seed
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
@@ -360,7 +493,7 @@ def evaluate(
         record["extends"] = {"report": str(opts.extend), "images": previous["n"], "command": previous["command"],
                              "seconds": previous["seconds"], "versions": previous.get("versions")}
     if attacked is not None:
-        record["survivors_of"] = {"reports": sources, "first": kept, "images": n - kept, "attacked": len(attacked)}
+        record["survivors_of"] = {"reports": list(schedule.plan.sources), "first": kept, "images": n - kept, "attacked": len(attacked)}
     if cache is not None:
         # Rows served from the cache took no time here: "seconds" counts recomputed batches only.
         record["cache"] = {"dir": str(opts.cache), "hits": cache.hits, "misses": cache.misses,
@@ -692,7 +825,7 @@ def _key(row: Row, protocol: str) -> str:
 
 
 def _figures(out: Path, per_eps: dict[float, list[Row]], defended: PurifiedClassifier, x: torch.Tensor,
-             y: torch.Tensor, eps: float) -> None:
+             y: torch.Tensor, eps: float, *, examples: bool = True) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -716,6 +849,8 @@ def _figures(out: Path, per_eps: dict[float, list[Row]], defended: PurifiedClass
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
     plt.close(fig)
+    if not examples:
+        return
 
     adv = APGD(eps=eps, steps=20, loss="dlr", bounds=defended.pixel_range, seed=0)(ExactGradient(defended), x, y).adversarial
     with torch.no_grad():

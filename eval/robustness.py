@@ -11,6 +11,8 @@ per-example worst case, and the sanity checks that expose a broken evaluation.
                                                       # command on 100 images: attack only images 100-199
     python -m eval.robustness ... --no-checks --survivors-of A+B   # a stronger attack on only the images that the
                                                       # reports A and B of this defense leave unbroken
+    python -m eval.robustness ... --dry-run 2         # attack nothing: how many images and batches, on 2
+                                                      # processes, and the --batch-size for one batch each
 
     python -m eval.robustness --import my_models --defense my_bundle/ ...      # my_models registers the
                                                       # bundle's own architectures (register_architecture)
@@ -49,7 +51,7 @@ from manifold_defense.domains import Domain, resolve_domain, weights_path
 from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
                                          diffpure_pretrained, load_named)
 
-from .report import DEFAULT_ATTACKS, ReportOptions, evaluate
+from .report import DEFAULT_ATTACKS, ReportOptions, evaluate, plan
 from .suite import ATTACKS, SuiteConfig
 
 
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import this module first (repeatable): the one that registers your own architectures "
                              "(manifold_defense.models.register_architecture) so that a bundle of them loads")
     parser.add_argument("--quick", action="store_true", help="32 images, one eps, few steps")
+    parser.add_argument("--dry-run", type=integer(1), nargs="?", const=0, default=None, metavar="PROCESSES",
+                        help="attack nothing: print which images and batches the run would attack on PROCESSES "
+                             "processes (default: as launched) and the --batch-size that gives each one batch")
     return parser
 
 
@@ -272,12 +277,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                             robust_training=_robust_training(name, domain),
                             command=" ".join(["python -m eval.robustness", *argv_list]),
                             channels_last=args.channels_last)
+    if args.dry_run is not None:
+        if rank == 0:
+            print(plan(defended, len(x), suite=base, eps=eps_list, options=options,
+                       world=args.dry_run or (dist.get_world_size() if dist.is_initialized() else 1)).describe())
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return None
     report = evaluate(defended, x.to(args.device), y.to(args.device), domain=domain, suite=base, eps=eps_list,
                       options=options)
     if rank == 0:
         report.write(args.out)
         print(report.markdown())
-        print(f"wrote {args.out}/robustness.json, robustness.md, accuracy_vs_eps.png, examples.png")
+        print(f"wrote {args.out}/{', '.join(report.files())}")
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

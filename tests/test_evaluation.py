@@ -246,12 +246,12 @@ def test_extend_reproduces_the_full_run_and_refuses_another_evaluation(tiny_bund
         robustness.main([*common, "--num-images", "12", "--extend", str(tmp_path / "ragged"), "--out", str(tmp_path / "z")])
 
 
-def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundle, tmp_path: Path):
+def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundle, tmp_path: Path, capsys):
     """--survivors-of A: only the images A's worst case leaves correct under some protocol are
     attacked, every other one is 0 in every row; A+THIS folds it in; misuse is refused by name."""
     from eval import robustness
     from eval.reference_table import Column, ReportError, reference_table
-    from eval.report import ReportOptions, evaluate
+    from eval.report import ReportOptions, evaluate, plan
     from eval.suite import SuiteConfig
     from manifold_defense import load
     from manifold_defense.domains import get_domain
@@ -263,9 +263,22 @@ def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundl
     worst = [bits for key, bits in first["per_example"]["0.1"].items() if key.startswith("defended | worst case")]
     alive = [any(b[i] == "1" for b in worst) for i in range(12)]
     assert 0 < sum(alive) < 12, "the tiny defense should leave some but not all images (change the fixture's seed)"
-    then = robustness.main([*common, "--attacks", "clean,exact_apgd_dlr", "--survivors-of", str(tmp_path / "a"),
-                            "--out", str(tmp_path / "s")])
+    survivors = [*common, "--attacks", "clean,exact_apgd_dlr", "--survivors-of", str(tmp_path / "a")]
+    # --dry-run: the plan, and nothing attacked or written.
+    capsys.readouterr()
+    assert robustness.main([*survivors, "--dry-run", "2", "--out", str(tmp_path / "dry")]) is None
+    told = capsys.readouterr().out
+    assert f"would attack {sum(alive)} of the 12 images: the survivors among images 0..11" in told and not (tmp_path / "dry").exists()
+    assert f"--batch-size {-(-sum(alive) // 2)} gives each process one batch" in told
+    the_plan = plan(load(tiny_bundle), 12, suite=SuiteConfig(domain=get_domain("fashion_mnist"), batch_size=4,
+                                                             models=("defended",)), eps=[0.1], world=2,
+                    options=ReportOptions(checks=False, name=str(tiny_bundle), survivors_of=(str(tmp_path / "a"),)))
+    assert the_plan.attacked == tuple(i for i, a in enumerate(alive) if a)
+    assert sum(the_plan.per_process) == the_plan.batches == -(-sum(alive) // 4)
+    then = robustness.main([*survivors, "--out", str(tmp_path / "s")])
     assert then is not None and then["survivors_of"]["attacked"] == sum(alive)
+    # No examples.png for a survivors run (its sample need not be what it attacked).
+    assert (tmp_path / "s" / "accuracy_vs_eps.png").is_file() and not (tmp_path / "s" / "examples.png").exists()
     for bits in then["per_example"]["0.1"].values():
         assert len(bits) == 12 and all(b == "0" for b, a in zip(bits, alive) if not a)
     assert f"Only {sum(alive)} of the 12 images" in (tmp_path / "s" / "robustness.md").read_text()
@@ -327,7 +340,7 @@ def test_a_survivors_run_extends_with_its_sources_extended_and_its_own_batches(t
     assert t12 is not None
     table = reference_table([Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended#12")],
                             first=24, eps=0.1)
-    assert "[t12, first 12]" in table
+    assert "[t12, first 12]" in table and "(first 12 test images," in table  # the header says what #12 covers
     # Without #12 the column keeps its 24 images: t12 lowers only its own first 12.
     from eval.reference_table import WORST, _load_column
     both = _load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}:defended"))["per_example"]["0.1"]
