@@ -70,9 +70,9 @@ _ON_200 = (
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and a 4x exact "
     "APGD-CE run (200 steps, EOT 8), an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and the 4x "
-    "exact APGD-CE run on its first 65, an upper bound"
-    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_65:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and a 4x "
+    "exact APGD-CE run on its survivors, an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
@@ -106,9 +106,9 @@ HEADLINE = (
     "=eval/reports/robustness_projection_200:defended",
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + a 4x exact attack, an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + the 4x exact attack "
-    "on its first 65, an upper bound"
-    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_65:defended",
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + a 4x exact attack, "
+    "an upper bound"
+    "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised): 5-step APGD, transfer, exact APGD-CE "
     "25 steps with EOT 2 (doubling the steps on the first 50 changed nothing)"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_200"
