@@ -67,9 +67,10 @@ _ON_200 = (
     "transfer, exact APGD-CE 25 steps with EOT 2 (50 on the first 50: no change)"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_200"
     "+eval/reports/converged_defense_gan_25_200+eval/reports/converged_defense_gan_50:defended",
-    "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and a 4x exact "
-    "APGD-CE run (200 steps, EOT 8), an upper bound"
-    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
+    "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and two 4x exact "
+    "APGD-CE runs (200 steps, EOT 8; seeds 0 and 1), an upper bound"
+    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
+    "+eval/reports/converged_diffpure_t100_seed1_200:defended",
     "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and a 4x "
     "exact APGD-CE run on its survivors, an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200:defended",
@@ -104,8 +105,10 @@ HEADLINE = (
     "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
     "=eval/reports/robustness_projection_200:defended",
-    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + a 4x exact attack, an upper bound"
-    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200:defended",
+    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + two 4x exact attacks, "
+    "an upper bound"
+    "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
+    "+eval/reports/converged_diffpure_t100_seed1_200:defended",
     "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + a 4x exact attack, "
     "an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200:defended",
