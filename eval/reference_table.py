@@ -156,7 +156,8 @@ class ReportError(ValueError):
 class Column:
     """One table column: a title, the report directory and the model ('undefended' or 'defended');
     ``attack``, an attack key of the suite, makes a summary row show that attack alone instead of
-    the worst case (e.g. a published protocol beside our suite). ``also`` names further reports of
+    the worst case (e.g. a published protocol beside our suite); several keys, comma-separated, the
+    per-example worst case over those attacks alone (two reports compared under the same families). ``also`` names further reports of
     the same defense (a stronger attack run separately, a convergence run): their attack rows join
     the column, marked with their report's name, and the worst case becomes the per-example minimum
     over every report, on the images they all cover; a ``--survivors-of`` report on fewer images
@@ -175,13 +176,13 @@ class Column:
 
     @classmethod
     def parse(cls, spec: str) -> "Column":
-        """Parse ``"TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY][#IMAGES]"``.
+        """Parse ``"TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY[,ATTACK_KEY...]][#IMAGES]"``.
 
         Raises:
             ValueError: the spec does not have that form, MODEL is not undefended/defended, an unknown
                 attack key, or IMAGES is not a positive integer.
         """
-        form = "'TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY][#IMAGES]'"
+        form = "'TITLE=REPORT_DIR[+REPORT_DIR...]:MODEL[@ATTACK_KEY[,ATTACK_KEY...]][#IMAGES]'"
         title, sep, rest = spec.rpartition("=")
         path, sep2, model = rest.rpartition(":")
         model, hashed, images = model.partition("#")
@@ -193,10 +194,16 @@ class Column:
             raise ValueError(f"IMAGES must be a positive integer, got {images!r} in {spec!r} (form {form})")
         if model not in ("undefended", "defended"):
             raise ValueError(f"MODEL must be 'undefended' or 'defended', got {model!r} in {spec!r}")
-        if attack and attack not in ATTACKS:
-            raise ValueError(f"unknown attack key {attack!r} in {spec!r}; known: {sorted(ATTACKS)}")
+        unknown = [key for key in attack.split(",") if key not in ATTACKS] if attack else []
+        if unknown:
+            raise ValueError(f"unknown attack key {unknown[0]!r} in {spec!r}; known: {sorted(ATTACKS)}")
         return cls(title, Path(paths[0]), model, attack or None, tuple(Path(p) for p in paths[1:]),
                    int(images) if hashed else None)
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        """The attack keys of ``attack`` (empty: the worst case over every attack)."""
+        return tuple(self.attack.split(",")) if self.attack else ()
 
     def count(self, first: int) -> int:
         """How many of the table's ``first`` images this column covers."""
@@ -224,7 +231,7 @@ def _load_column(column: Column) -> dict[str, Any]:
     record = _load(column.report)
     _check_survivors(column, column.report, record)
     if not column.also:
-        return record
+        return _with_subset(column, record)
     merged = {**record, "per_example": {eps: dict(rows) for eps, rows in record["per_example"].items()}}
     for extra_path in column.also:
         extra = _load(extra_path)
@@ -264,7 +271,7 @@ def _load_column(column: Column) -> dict[str, Any]:
                 else:
                     rest_of = so_far.get(tuple(rest), so_far.get((), "0" * n))[k:] if partial else ""
                     rows[" | ".join([model, f"{label} [{tag}]", *rest])] = bits[:k] + rest_of
-    return merged
+    return _with_subset(column, merged)
 
 
 def _check_survivors(column: Column, path: Path, record: dict[str, Any]) -> None:
@@ -322,7 +329,7 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
              "|---|---|---|---|---|---|---|---|"]
     for i, (column, record, cell) in enumerate(zip(columns, records, cells)):
         speed = record.get("seconds_per_prediction", {}).get(column.model)
-        attacks = 1 if column.attack else sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
+        attacks = len(set(column.attacks) - {"clean"}) or sum(1 for a in cell if a not in ("clean", WORST) and _counts(a))
         paired = "–"
         mine, reference = worst[i], worst[0]
         if i > 0 and mine is not None and reference is not None:
@@ -342,7 +349,36 @@ def _summary(columns: Sequence[Column], records: Sequence[dict[str, Any]], *, fi
 
 def _label(column: Column) -> str:
     """The row a summary reads for a column: its named attack, else the worst case."""
-    return ATTACKS[column.attack].label if column.attack else WORST
+    labels = [ATTACKS[key].label for key in column.attacks]
+    if len(labels) > 1:
+        return f"{WORST} over {', '.join(label for key, label in zip(column.attacks, labels) if key != 'clean')}"
+    return labels[0] if labels else WORST
+
+
+def _with_subset(column: Column, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with a row of the per-example worst case over the column's attacks (several
+    ``@`` keys) and the clean run, as the suite's worst case has it, per protocol; every report's rows
+    of those attacks enter it."""
+    if len(column.attacks) < 2:
+        return record
+    labels = {ATTACKS[key].label for key in (*column.attacks, "clean")}
+    merged = {**record, "per_example": {eps: dict(rows) for eps, rows in record["per_example"].items()}}
+    for eps, rows in merged["per_example"].items():
+        chosen: dict[tuple[str, ...], list[str]] = {}
+        for key, bits in rows.items():
+            model, label, *rest = key.split(" | ")
+            base = label.rsplit(" [", 1)[0] if label.endswith("]") else label
+            if model == column.model and base in labels:
+                chosen.setdefault(tuple(rest), []).append(bits)
+        found = {label.rsplit(" [", 1)[0] if label.endswith("]") else label
+                 for model, label, *_ in (k.split(" | ") for k in rows) if model == column.model}
+        if not labels <= found:
+            raise ReportError(f"{' + '.join(map(str, column.reports))} has no {column.model} rows of "
+                              f"{sorted(labels - found)} at eps {float(eps):g}")
+        for rest, all_bits in chosen.items():
+            rows[" | ".join([column.model, _label(column), *rest])] = "".join(
+                "1" if all(b[i] == "1" for b in all_bits) else "0" for i in range(min(map(len, all_bits))))
+    return merged
 
 
 def _bits(column: Column, record: dict[str, Any], *, first: int, eps: float, protocol: str, attack: str) -> str | None:
@@ -445,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TITLE=REPORT_DIR:MODEL (repeatable; default: the shipped reports, every configuration with "
                              "--summary); REPORT_DIR+REPORT_DIR2 adds the attack rows of another report of the same "
                              "defense and takes the per-example minimum over both (on the images both cover; a --survivors-of "
-                             "report on fewer images lowers only those); a trailing #N keeps that column to its "
-                             "first N images (fewer than --first) and says so")
+                             "report on fewer images lowers only those); MODEL@KEY shows one attack instead of the worst "
+                             "case, MODEL@KEY,KEY... the worst case over those attacks alone (and clean); a trailing #N "
+                             "keeps that column to its first N images (fewer than --first) and says so")
     parser.add_argument("--first", type=integer(1), default=200, help="use the first N test images")
     parser.add_argument("--eps", type=real(0.0, low_open=True), default=None,
                         help="the Linf budget to tabulate (default: the first report's main one, the middle of its list)")

@@ -388,6 +388,32 @@ def test_a_summary_column_can_show_one_attack_instead_of_the_worst_case():
     assert apgd >= worst  # one attack never finds more than the per-example minimum over all of them
 
 
+def test_a_column_can_take_the_worst_case_over_some_attacks_only(tmp_path: Path):
+    """@A,B: the per-example minimum over those attacks (and the clean run), per protocol, with the
+    rows of every report of the column; two reports then compare under the same families."""
+    from eval.reference_table import Column, ReportError, summary_table
+
+    a = _fake_report(tmp_path / "a", 4, {
+        "defended | clean": "1110", "defended | BPDA-PGD": "1101", "defended | Square (gradient-free)": "0111",
+        "defended | APGD-CE, exact gradient": "1011", "defended | worst case (per example)": "0000",
+        "defended | clean | worst-of-N": "1100", "defended | BPDA-PGD | worst-of-N": "1101",
+        "defended | Square (gradient-free) | worst-of-N": "0111", "defended | APGD-CE, exact gradient | worst-of-N": "1011",
+        "defended | worst case (per example) | worst-of-N": "0000"})
+    b = _fake_report(tmp_path / "b", 4, {"defended | clean": "1111", "defended | BPDA-PGD": "1011",
+                                         "defended | worst case (per example)": "1011"})
+    column = Column.parse(f"x={a}:defended@bpda_pgd,square")
+    assert column.attacks == ("bpda_pgd", "square")
+    row = summary_table([column], first=4, eps=0.1).splitlines()[2]
+    # clean 1110 & BPDA 1101 & Square 0111 = 0100; worst-of-N: 1100 & 1101 & 0111 = 0100
+    assert "**25% [" in row and "| 25% [" in row and "| 2 |" in row
+    folded = summary_table([Column.parse(f"x={a}+{b}:defended@bpda_pgd,square")], first=4, eps=0.1).splitlines()[2]
+    assert "**0% [" in folded  # b's BPDA-PGD row (1011) breaks image 1 too
+    with pytest.raises(ReportError, match="no defended rows"):
+        summary_table([Column.parse(f"x={b}:defended@bpda_pgd,square")], first=4, eps=0.1)
+    with pytest.raises(ValueError, match="unknown attack key 'nosuch'"):
+        Column.parse(f"x={a}:defended@bpda_pgd,nosuch")
+
+
 def test_the_summary_gives_worst_of_n_and_peak_memory_of_a_randomised_report(tmp_path: Path):
     from eval.reference_table import Column, summary_table
 
