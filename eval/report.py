@@ -250,17 +250,10 @@ class AttackPlan:
         return "\n".join(lines)
 
 
-@dataclass
-class _Schedule:
-    plan: AttackPlan
-    previous: dict[str, Any] | None
-    attacked: torch.Tensor | None  # with survivors_of: the indices (>= kept) of the images attacked here
-    batch_sizes: list[int]
-
-
 def _schedule(described: dict[str, Any], dom: Domain, eps_list: list[float], base: SuiteConfig, opts: ReportOptions,
-              n: int, world: int) -> _Schedule:
-    """Which images and batches a run attacks, from ``extend`` and ``survivors_of`` (reads only reports)."""
+              n: int, world: int) -> tuple[AttackPlan, dict[str, Any] | None]:
+    """Which images and batches a run attacks, from ``extend`` and ``survivors_of`` (reads only reports),
+    and the extended report."""
     previous = (_previous_report(opts.extend, dom, eps_list, base, described, rebatch=bool(opts.survivors_of))
                 if opts.extend else None)
     kept = previous["n"] if previous else 0
@@ -271,20 +264,15 @@ def _schedule(described: dict[str, Any], dom: Domain, eps_list: list[float], bas
         raise ValueError(f"extend={opts.extend} attacked the survivors of {previous.get('survivors_of', {}).get('reports', [])} "
                          f"but this run those of {sources}: extend a report with the same survivors_of (or with "
                          "reports that --extend those)")
-    attacked: torch.Tensor | None = None
     if sources:
         alive = _survivors(sources, dom, eps_list, base, opts, described, n)
-        attacked = torch.nonzero(alive[kept:]).flatten() + kept
-        run, done = len(attacked), 0
-        indices = tuple(int(i) for i in attacked)
+        indices = tuple(int(i) for i in torch.nonzero(alive[kept:]).flatten() + kept)
+        run, done = len(indices), 0  # the survivors form their own batches
     else:
-        run, done = n, kept // base.batch_size
-        indices = tuple(range(kept, n))
-    n_batches = (run + base.batch_size - 1) // base.batch_size
-    batch_sizes = [min(base.batch_size, run - b * base.batch_size) for b in range(n_batches)]
-    plan = AttackPlan(n=n, kept=kept, attacked=indices, batch_size=base.batch_size, done=done, batches=n_batches,
-                      world=world, sources=tuple(sources))
-    return _Schedule(plan, previous, attacked, batch_sizes)
+        indices, run, done = tuple(range(kept, n)), n, kept // base.batch_size
+    plan = AttackPlan(n=n, kept=kept, attacked=indices, batch_size=base.batch_size, done=done,
+                      batches=(run + base.batch_size - 1) // base.batch_size, world=world, sources=tuple(sources))
+    return plan, previous
 
 
 def plan(defended: PurifiedClassifier, n: int, *, suite: SuiteConfig, eps: Sequence[float],
@@ -324,7 +312,7 @@ def plan(defended: PurifiedClassifier, n: int, *, suite: SuiteConfig, eps: Seque
     if world < 1:
         raise ValueError(f"world must be at least 1, got {world}")
     described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
-    return _schedule(described, suite.domain, [float(e) for e in eps], suite, opts, n, world).plan
+    return _schedule(described, suite.domain, [float(e) for e in eps], suite, opts, n, world)[0]
 
 
 def _as_defended(model: nn.Module, generator: nn.Module | None, encoder: nn.Module | None,
@@ -434,14 +422,14 @@ def evaluate(
     classifier = defended.classifier
     n = len(x)
     described = {"spec": opts.name, "classifier": opts.classifier_name, **describe_purifier(defended)}
-    schedule = _schedule(described, dom, eps_list, base, opts, n, world)
-    schedule.plan.check()
-    previous, kept, attacked = schedule.previous, schedule.plan.kept, schedule.attacked
-    if attacked is not None:
-        x_run, y_run = x[attacked.to(device)], y[attacked.to(device)]
-    else:
-        x_run, y_run = x, y
-    done, n_batches, batch_sizes = schedule.plan.done, schedule.plan.batches, schedule.batch_sizes
+    schedule, previous = _schedule(described, dom, eps_list, base, opts, n, world)
+    schedule.check()
+    kept, done, n_batches = schedule.kept, schedule.done, schedule.batches
+    # With survivors_of: the indices (>= kept) of the images attacked here, in their own batches.
+    attacked = torch.tensor(schedule.attacked, dtype=torch.long) if schedule.sources else None
+    x_run, y_run = (x[attacked.to(device)], y[attacked.to(device)]) if attacked is not None else (x, y)
+    run = len(x_run)
+    batch_sizes = [min(base.batch_size, run - b * base.batch_size) for b in range(n_batches)]
     mine = list(range(done + rank, n_batches, world))  # each batch keeps its index, hence its seed
 
     speed = _seconds_per_prediction(classifier, defended, x[:base.batch_size])
@@ -493,7 +481,7 @@ def evaluate(
         record["extends"] = {"report": str(opts.extend), "images": previous["n"], "command": previous["command"],
                              "seconds": previous["seconds"], "versions": previous.get("versions")}
     if attacked is not None:
-        record["survivors_of"] = {"reports": list(schedule.plan.sources), "first": kept, "images": n - kept, "attacked": len(attacked)}
+        record["survivors_of"] = {"reports": list(schedule.sources), "first": kept, "images": n - kept, "attacked": len(attacked)}
     if cache is not None:
         # Rows served from the cache took no time here: "seconds" counts recomputed batches only.
         record["cache"] = {"dir": str(opts.cache), "hits": cache.hits, "misses": cache.misses,
