@@ -157,8 +157,8 @@ class Column:
     """One table column: a title, the report directory and the model ('undefended' or 'defended');
     ``attack``, an attack key of the suite, makes a summary row show that attack alone instead of
     the worst case (e.g. a published protocol beside our suite); several keys, comma-separated, the
-    per-example worst case over those attacks alone (two reports compared under the same families). ``also`` names further reports of
-    the same defense (a stronger attack run separately, a convergence run): their attack rows join
+    per-example worst case over those attacks alone (two reports compared under the same families).
+    ``also`` names further reports of the same defense (a stronger attack run separately, a convergence run): their attack rows join
     the column, marked with their report's name, and the worst case becomes the per-example minimum
     over every report, on the images they all cover; a ``--survivors-of`` report on fewer images
     lowers only its own first images (its rows, marked ``[NAME, first K]``, read "this attack after
@@ -367,11 +367,9 @@ def _with_subset(column: Column, record: dict[str, Any]) -> dict[str, Any]:
         chosen: dict[tuple[str, ...], list[str]] = {}
         for key, bits in rows.items():
             model, label, *rest = key.split(" | ")
-            base = label.rsplit(" [", 1)[0] if label.endswith("]") else label
-            if model == column.model and base in labels:
+            if model == column.model and _base_label(label) in labels:
                 chosen.setdefault(tuple(rest), []).append(bits)
-        found = {label.rsplit(" [", 1)[0] if label.endswith("]") else label
-                 for model, label, *_ in (k.split(" | ") for k in rows) if model == column.model}
+        found = {_base_label(label) for model, label, *_ in (k.split(" | ") for k in rows) if model == column.model}
         if not labels <= found:
             raise ReportError(f"{' + '.join(map(str, column.reports))} has no {column.model} rows of "
                               f"{sorted(labels - found)} at eps {float(eps):g}")
@@ -393,8 +391,12 @@ def _bits(column: Column, record: dict[str, Any], *, first: int, eps: float, pro
 def _counts(label: str) -> bool:
     """Whether the attack row with this label (``LABEL [REPORT]`` for an ``also`` report's row) enters the
     Linf worst case."""
-    base = label.rsplit(" [", 1)[0] if label.endswith("]") else label
-    return any(spec.label == base and spec.worst_case for spec in ATTACKS.values())
+    return any(spec.label == _base_label(label) and spec.worst_case for spec in ATTACKS.values())
+
+
+def _base_label(label: str) -> str:
+    """An attack row's label without the ``[REPORT]`` mark of a folded report."""
+    return label.rsplit(" [", 1)[0] if label.endswith("]") else label
 
 
 def _normal(value: Any) -> Any:
