@@ -12,11 +12,17 @@ step is halved and the iterate reset to the best point so far when fewer than rh
 last steps increased the loss, or when neither the step nor the best loss changed since the last
 checkpoint. Losses: ``"ce"``, ``"dlr"`` (the paper's scale-invariant margin) or ``"margin"``.
 
-Every iterate is checked: an example misclassified at any step counts as broken and that iterate is
-the adversarial returned for it (for the others, the highest-loss point). The check uses the
-gradient model's own logits, or ``judge``'s when given (one extra forward per step) - so a surrogate
-whose forward pass *is* the deployed defense (:class:`attacks.ExactGradient`, :class:`attacks.BPDA`)
-needs no judge to be judged on the deployed defense.
+Every iterate is checked, and the point returned for an example is the iterate that fooled the
+largest share of the ``eot_samples`` forward passes made there (ties: the higher mean loss); an
+example counts as broken when that share is at least a half. Against a deterministic model the
+share is 0 or 1: an example misclassified at any step is broken (and its highest-loss misclassified
+iterate returned), for the others the highest-loss point. Against a randomised one this is what
+matters: a point where one lucky draw erred is not kept in place of a later one that most draws
+get wrong (the selection bias of first-success early stopping, which made every rerun of a
+randomised evaluation find a few more images). The check uses the gradient model's own logits, or
+``judge``'s when given (one extra forward per step) - so a surrogate whose forward pass *is* the
+deployed defense (:class:`attacks.ExactGradient`, :class:`attacks.BPDA`) needs no judge to be
+judged on the deployed defense.
 
 Example:
     >>> import torch
@@ -37,7 +43,7 @@ from manifold_defense.threat import clip_to_ball
 from .base import AttackResult, Model, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments
 
-__all__ = ["APGD", "apgd_checkpoints", "keep_best"]
+__all__ = ["APGD", "apgd_checkpoints", "keep_best", "selection_score"]
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -51,11 +57,18 @@ def apgd_checkpoints(steps: int) -> list[int]:
 def keep_best(adv: torch.Tensor, broken: torch.Tensor, best_loss: torch.Tensor, todo: torch.Tensor,
               found: torch.Tensor, hit: torch.Tensor, loss: torch.Tensor) -> None:
     """Merge one run on the examples ``todo`` into the running result, in place: an example broken
-    by this run keeps its adversarial (loss +inf), an unbroken one keeps the higher-loss point."""
+    by this run keeps its adversarial (score +inf), an unbroken one keeps the higher-scoring point
+    (``loss``: the run's selection score, see :func:`selection_score`)."""
     keep = hit | (loss > best_loss[todo])
     adv[todo[keep]] = found[keep]
     best_loss[todo[keep]] = torch.where(hit, torch.full_like(loss, float("inf")), loss)[keep]
     broken[todo] |= hit
+
+
+def selection_score(wrong: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """How adversarial an iterate is: the share of forward passes that misclassify it (in [0, 1]),
+    ties broken by the mean loss (squashed into (-1e-3, 1e-3), below any step of the share)."""
+    return wrong + 1e-3 * loss / (1 + loss.abs())
 
 
 class APGD:
@@ -95,8 +108,9 @@ class APGD:
         return attack_loss(logits, y, self.loss)
 
     def _grad(self, model: Model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """EOT-averaged loss gradient, per-example loss and the last draw's logits at x."""
+        """EOT-averaged loss gradient, per-example loss and share of the draws that misclassify x."""
         grad, total = torch.zeros_like(x), torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        wrong = torch.zeros_like(total)
         with torch.enable_grad():
             for _ in range(self.eot_samples):
                 x_in = x.detach().requires_grad_(True)
@@ -104,14 +118,19 @@ class APGD:
                 loss = self._loss(logits, y)
                 (g,) = torch.autograd.grad(loss.sum(), x_in)
                 grad, total = grad + g, total + loss.detach()
-        return grad / self.eot_samples, total / self.eot_samples, logits.detach()
+                wrong += (logits.detach().argmax(1) != y).to(total.dtype)
+        return grad / self.eot_samples, total / self.eot_samples, wrong / self.eot_samples
 
-    def _fooled(self, logits: torch.Tensor, judge: Model | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (logits.argmax(1) if judge is None else predict(judge, x)) != y
+    def _score(self, wrong: torch.Tensor, loss: torch.Tensor, judge: Model | None, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor:
+        """The iterate's :func:`selection_score`; with a judge, its verdict replaces the draws' share."""
+        if judge is not None:
+            wrong = (predict(judge, x) != y).to(loss.dtype)
+        return selection_score(wrong, loss)
 
     def _run(self, model: Model, x: torch.Tensor, y: torch.Tensor, judge: Model | None,
              gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One restart: (adversarial, broken at some iterate, best loss)."""
+        """One restart: (adversarial, broken, its :func:`selection_score`)."""
         lo, hi = self.bounds
         eps = self.eps
         n = x.shape[0]
@@ -121,9 +140,8 @@ class APGD:
 
         t = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x)
         x_adv = proj(x + eps * t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1))
-        grad, loss, logits = self._grad(model, x_adv, y)
-        broken = self._fooled(logits, judge, x_adv, y)
-        found = x_adv.clone()
+        grad, loss, wrong = self._grad(model, x_adv, y)
+        found, found_score = x_adv.clone(), self._score(wrong, loss, judge, x_adv, y)
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         step = torch.full((n, 1, 1, 1), 2.0 * eps, device=x.device, dtype=x.dtype)
         checkpoints = set(apgd_checkpoints(self.steps))
@@ -136,10 +154,10 @@ class APGD:
             z = proj(x_adv + step * grad.sign())
             x_new = proj(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev))
             x_prev, x_adv = x_adv, x_new
-            grad, loss, logits = self._grad(model, x_adv, y)
-            fooled = self._fooled(logits, judge, x_adv, y) & ~broken
-            found[fooled] = x_adv[fooled]
-            broken |= fooled
+            grad, loss, wrong = self._grad(model, x_adv, y)
+            score = self._score(wrong, loss, judge, x_adv, y)
+            more = score > found_score
+            found[more], found_score[more] = x_adv[more], score[more]
             increases += (loss > loss_prev).float()
             loss_prev = loss
             better = loss > loss_best
@@ -153,8 +171,7 @@ class APGD:
                 x_prev[halve] = x_best[halve]
                 halved_at_check, loss_best_at_check = halve, loss_best.clone()
                 last_check, increases = k + 1, torch.zeros_like(increases)
-        found[~broken] = x_best[~broken]
-        return found, broken, loss_best
+        return found, found_score >= 0.5, found_score
 
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, *, judge: Model | None = None) -> AttackResult:
         """Attack ``model`` on (x, y).
