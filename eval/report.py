@@ -52,7 +52,7 @@ from .suite import ATTACKS, WORST, Row, SuiteConfig, format_table, run_suite, wo
 __all__ = ["evaluate", "plan", "AttackPlan", "Report", "ReportOptions", "DEFAULT_ATTACKS", "extended_reports"]
 
 DEFAULT_ATTACKS = ("clean", "fgsm", "pgd", "pgd_l2", "bpda_pgd", "bpda_apgd_amortised", "eot_pgd", "exact_apgd_ce",
-                   "exact_apgd_dlr", "latent", "square", "on_manifold")
+                   "exact_apgd_dlr", "implicit_apgd", "latent", "square", "on_manifold")
 
 
 @dataclass
