@@ -18,8 +18,8 @@ example counts as broken when that share is at least a half. Against a determini
 share is 0 or 1: an example misclassified at any step is broken (and its highest-loss misclassified
 iterate returned), for the others the highest-loss point. Against a randomised one this is what
 matters: a point where one lucky draw erred is not kept in place of a later one that most draws
-get wrong (the selection bias of first-success early stopping, which made every rerun of a
-randomised evaluation find a few more images). The check uses the gradient model's own logits, or
+get wrong (first-success early stopping returned such points; on DiffPure it cost the attack
+3 to 7 points of the 100 first test images). The check uses the gradient model's own logits, or
 ``judge``'s when given (one extra forward per step) - so a surrogate whose forward pass *is* the
 deployed defense (:class:`attacks.ExactGradient`, :class:`attacks.BPDA`) needs no judge to be
 judged on the deployed defense.

@@ -272,17 +272,19 @@ def _bpda_apgd_short(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: 
     return _on_both(cfg, None, lambda: attack(surrogate, x, y).adversarial)
 
 
-def _implicit_apgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
-                   cfg: SuiteConfig) -> Adversarials:
-    """APGD-CE through the implicit derivative of the projection's optimum (attacks/implicit.py): a second
-    adaptive family for projections whose exact gradient through the optimiser explodes (Defense-GAN's)."""
-    operator = d.operator if isinstance(d, DefendedClassifier) else None
-    if not isinstance(d, DefendedClassifier) or not getattr(operator, "linear", True):
-        return {}  # a surrogate of projections with a linear operator
-    eot = cfg.eot_samples if is_randomized(d) else 1
-    attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss="ce", eot_samples=eot,
-                  bounds=cfg.bounds, seed=cfg.seed)
-    return _on_both(cfg, None, lambda: attack(ImplicitGradient(d), x, y).adversarial)
+def _implicit_apgd(loss: str) -> Runner:
+    """APGD (CE or DLR loss) through the implicit derivative of the projection's optimum
+    (attacks/implicit.py): a second adaptive family for projections whose exact gradient through the
+    optimiser explodes (Defense-GAN's)."""
+    def run(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
+        operator = d.operator if isinstance(d, DefendedClassifier) else None
+        if not isinstance(d, DefendedClassifier) or not getattr(operator, "linear", True):
+            return {}  # a surrogate of projections with a linear operator
+        eot = cfg.eot_samples if is_randomized(d) else 1
+        attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
+                      eot_samples=eot, bounds=cfg.bounds, seed=cfg.seed)
+        return _on_both(cfg, None, lambda: attack(ImplicitGradient(d), x, y).adversarial)
+    return run
 
 
 def _eot_pgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
@@ -421,8 +423,10 @@ ATTACKS: dict[str, AttackSpec] = {spec.key: spec for spec in (
                iterative=True, adaptive=True, needs_defense=True),
     AttackSpec("bpda_apgd_short", "APGD-DLR, BPDA via the purifier shortened", _bpda_apgd_short, _linf,
                "bpda-shortened", iterative=True, adaptive=True, needs_defense=True),
-    AttackSpec("implicit_apgd", "APGD-CE, implicit gradient at z*", _implicit_apgd, _linf, "bpda-implicit",
+    AttackSpec("implicit_apgd", "APGD-CE, implicit gradient at z*", _implicit_apgd("ce"), _linf, "bpda-implicit",
                iterative=True, adaptive=True, needs_defense=True),
+    AttackSpec("implicit_apgd_dlr", "APGD-DLR, implicit gradient at z*", _implicit_apgd("dlr"), _linf,
+               "bpda-implicit", iterative=True, adaptive=True, needs_defense=True),
     AttackSpec("eot_pgd", "EOT-BPDA-PGD", _eot_pgd, _linf, "bpda-identity", iterative=True, adaptive=True,
                needs_defense=True),
     AttackSpec("exact_apgd_ce", "APGD-CE, exact gradient", _exact_apgd("ce"), _linf, "exact-gradient",
