@@ -65,10 +65,10 @@ _ON_200 = (
     "standard classifier + projection (`projection`, the Defense-GAN pipeline)=eval/reports/robustness_projection_200:defended",
     "standard classifier + Defense-GAN's own setting (10 restarts x 200 steps, randomised): 5-step APGD-CE, "
     "transfer, exact APGD-CE 25 steps with EOT 2 (50 on the first 50: no change), implicit-gradient APGD-CE "
-    "20 steps with EOT 2 (40 on all 200: 1.5 points one-shot, 1 worst-of-10)"
+    "20 steps with EOT 2 (40 on all 200: 1.5 points one-shot, 1 worst-of-10), implicit APGD-DLR on the first 100"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_200"
     "+eval/reports/converged_defense_gan_25_200+eval/reports/converged_defense_gan_50"
-    "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200:defended",
+    "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200+eval/reports/implicit_dlr_defense_gan_100:defended",
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and two 4x exact "
     "APGD-CE runs (200 steps, EOT 8; seeds 0 and 1), an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
@@ -117,10 +117,10 @@ HEADLINE = (
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200"
     "+eval/reports/converged_diffpure_lenet_at_t100_seed1_200:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised): 5-step APGD, transfer, exact and "
-    "implicit-gradient APGD-CE with EOT 2 (doubling the steps: worst-of-10 moves 1 point), an upper bound"
+    "implicit-gradient APGD with EOT 2 (doubling the steps: worst-of-10 moves 1 point), an upper bound"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_200"
     "+eval/reports/converged_defense_gan_25_200+eval/reports/converged_defense_gan_50"
-    "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200:defended",
+    "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200+eval/reports/implicit_dlr_defense_gan_100:defended",
 )
 
 
