@@ -73,10 +73,10 @@ _ON_200 = (
     "APGD-CE runs (200 steps, EOT 8; seeds 0 and 1), an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
     "+eval/reports/converged_diffpure_t100_seed1_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and two 4x "
-    "exact APGD-CE runs on its survivors (seeds 0 and 1), an upper bound"
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and three 4x "
+    "exact APGD-CE runs on its survivors (seeds 0, 1 and 2), an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200"
-    "+eval/reports/converged_diffpure_lenet_at_t100_seed1_200:defended",
+    "+eval/reports/converged_diffpure_lenet_at_t100_seed1_200+eval/reports/converged_diffpure_lenet_at_t100_seed2_200:defended",
 )
 COMPARISONS: dict[int, tuple[str, ...]] = {
     200: _ON_200,
@@ -112,10 +112,10 @@ HEADLINE = (
     "an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
     "+eval/reports/converged_diffpure_t100_seed1_200:defended",
-    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + two 4x exact attacks, "
+    "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + three 4x exact attacks, "
     "an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200"
-    "+eval/reports/converged_diffpure_lenet_at_t100_seed1_200:defended",
+    "+eval/reports/converged_diffpure_lenet_at_t100_seed1_200+eval/reports/converged_diffpure_lenet_at_t100_seed2_200:defended",
     "standard classifier + Defense-GAN's own setting (10 x 200, randomised): 5-step APGD, transfer, exact and "
     "implicit-gradient APGD with EOT 2 (doubling the steps: worst-of-10 moves 1 point), an upper bound"
     "=eval/reports/robustness_defense_gan_200+eval/reports/transfer_defense_gan_200"
