@@ -70,9 +70,9 @@ _ON_200 = (
     "+eval/reports/converged_defense_gan_25_200+eval/reports/converged_defense_gan_50"
     "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200+eval/reports/implicit_dlr_defense_gan_100:defended",
     "standard classifier + DiffPure (our DDPM, t* = 100, 10 reverse steps, randomised): the suite and two 4x exact "
-    "APGD-CE runs (200 steps, EOT 8; seeds 0 and 1), an upper bound"
+    "APGD-CE runs (200 steps, EOT 8; seeds 0 and 1), the suite's APGD-CE with the new selection, an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
-    "+eval/reports/converged_diffpure_t100_seed1_200:defended",
+    "+eval/reports/converged_diffpure_t100_seed1_200+eval/reports/selection_diffpure_t100_200:defended",
     "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 reverse steps, randomised): the suite and three 4x "
     "exact APGD-CE runs on its survivors (seeds 0, 1 and 2), an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200"
@@ -108,10 +108,10 @@ HEADLINE = (
     "standard classifier, undefended=eval/reports/robustness_projection_200:undefended",
     "standard classifier + projection (the Defense-GAN pipeline, encoder + 50 steps)"
     "=eval/reports/robustness_projection_200:defended",
-    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + two 4x exact attacks, "
+    "standard classifier + DiffPure (our DDPM, t* = 100, 10 steps, randomised): the suite + three exact reruns, "
     "an upper bound"
     "=eval/reports/robustness_diffpure_t100_200+eval/reports/converged_diffpure_t100_200"
-    "+eval/reports/converged_diffpure_t100_seed1_200:defended",
+    "+eval/reports/converged_diffpure_t100_seed1_200+eval/reports/selection_diffpure_t100_200:defended",
     "the baseline (classifier_lenet_at) + DiffPure (t* = 100, 10 steps, randomised): the suite + three 4x exact attacks, "
     "an upper bound"
     "=eval/reports/robustness_diffpure_lenet_at_t100_200+eval/reports/converged_diffpure_lenet_at_t100_200"
