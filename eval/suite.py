@@ -38,6 +38,7 @@ from tqdm import tqdm
 from attacks import (APGD, APGDTargeted, BPDA, FGSM, L2PGD, ExactGradient, ImplicitGradient, LatentAttack, LinfPGD,
                      OnManifoldAttack, TorchAttack)
 from attacks.base import predict
+from attacks.losses import Loss
 from manifold_defense import DefendedClassifier, PurifiedClassifier
 from manifold_defense.domains import Domain, get_domain
 from manifold_defense.pretrained import SHIPPED_DEFENSES, available, defended_pretrained, diffpure_pretrained, load_pretrained
@@ -272,7 +273,7 @@ def _bpda_apgd_short(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: 
     return _on_both(cfg, None, lambda: attack(surrogate, x, y).adversarial)
 
 
-def _implicit_apgd(loss: str) -> Runner:
+def _implicit_apgd(loss: Loss) -> Runner:
     """APGD (CE or DLR loss) through the implicit derivative of the projection's optimum
     (attacks/implicit.py): a second adaptive family for projections whose exact gradient through the
     optimiser explodes (Defense-GAN's)."""
@@ -281,8 +282,8 @@ def _implicit_apgd(loss: str) -> Runner:
         if not isinstance(d, DefendedClassifier) or not getattr(operator, "linear", True):
             return {}  # a surrogate of projections with a linear operator
         eot = cfg.eot_samples if is_randomized(d) else 1
-        attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
-                      eot_samples=eot, bounds=cfg.bounds, seed=cfg.seed)
+        attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, eot_samples=eot,
+                      bounds=cfg.bounds, seed=cfg.seed)
         return _on_both(cfg, None, lambda: attack(ImplicitGradient(d), x, y).adversarial)
     return run
 
@@ -292,12 +293,12 @@ def _eot_pgd(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Te
     return _on_both(cfg, None, lambda: attack(BPDA.from_defense(d), x, y).adversarial)
 
 
-def _exact_apgd(loss: str) -> Runner:
+def _exact_apgd(loss: Loss) -> Runner:
     def run(clf: nn.Module, d: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig) -> Adversarials:
         eot = cfg.eot_samples if is_randomized(d) else 1
-        defended_attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,  # type: ignore[arg-type]
+        defended_attack = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss,
                                eot_samples=eot, bounds=cfg.bounds, seed=cfg.seed)
-        plain = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, bounds=cfg.bounds,  # type: ignore[arg-type]
+        plain = APGD(eps=cfg.eps, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, loss=loss, bounds=cfg.bounds,
                      seed=cfg.seed)
         surrogate = ExactGradient(d, checkpoint_every=cfg.checkpoint_every)
         return _on_both(cfg, lambda: plain(clf, x, y).adversarial, lambda: defended_attack(surrogate, x, y).adversarial)
