@@ -2,12 +2,15 @@
 
 Two resolutions below the input (28 -> 14 -> 7 for Fashion-MNIST), one residual block per level on
 the way down and on the way up, GroupNorm + SiLU, the timestep added to every block through a
-sinusoidal embedding and a small MLP; skip connections by concatenation. It is deliberately small
+sinusoidal embedding and a small MLP; skip connections by concatenation. With ``num_classes > 0`` a
+learned class embedding is added to the timestep's (index ``num_classes`` is the "no label" token of
+classifier-free guidance, Ho & Salimans 2022). It is deliberately small
 (about 0.3 M parameters at ``width=16``) so that it trains and is differentiated through many
 sampler steps on a CPU.
 
 Shape:
-    x (N, C, H, W) with H and W divisible by 4, t (N,) integer timesteps -> (N, C, H, W).
+    x (N, C, H, W) with H and W divisible by 4, t (N,) integer timesteps, optional labels y (N,)
+    in [0, num_classes] -> (N, C, H, W).
 
 Example:
     >>> import torch
@@ -61,21 +64,26 @@ class UNetSmall(nn.Module):
         in_channels: image channels.
         image_size: side of the (square) images, divisible by 4.
         width: channels at full resolution (2x and 4x below it).
+        num_classes: 0 for an unconditional network; else the number of classes it is conditioned on
+            (labels ``num_classes`` and ``None`` mean "unconditional").
 
     Raises:
-        ValueError: an image size not divisible by 4, or a width < 1.
+        ValueError: an image size not divisible by 4, a width < 1 or num_classes < 0.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 16) -> None:
+    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 16, num_classes: int = 0) -> None:
         super().__init__()
         if image_size % 4 != 0:
             raise ValueError(f"UNetSmall needs an image size divisible by 4, got {image_size}")
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.in_channels, self.image_size, self.width = in_channels, image_size, width
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.in_channels, self.image_size, self.width, self.num_classes = in_channels, image_size, width, num_classes
         c1, c2, c3, t_dim = width, 2 * width, 4 * width, 4 * width
         self.t_dim = t_dim
         self.time_mlp = nn.Sequential(nn.Linear(t_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.label_emb = nn.Embedding(num_classes + 1, t_dim) if num_classes > 0 else None
         self.stem = nn.Conv2d(in_channels, c1, 3, padding=1)
         self.down1 = _ResBlock(c1, c1, t_dim)
         self.pool1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)  # 28 -> 14
@@ -92,8 +100,14 @@ class UNetSmall(nn.Module):
             nn.init.zeros_(last.bias)
         self.out = nn.Sequential(_norm(c1), nn.SiLU(), last)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.t_dim))
+        if self.label_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_emb(y)
+        elif y is not None:
+            raise ValueError("labels were given to an unconditional UNetSmall (num_classes=0)")
         h1 = self.down1(self.stem(x), emb)
         h2 = self.down2(self.pool1(h1), emb)
         h = self.mid(self.pool2(h2), emb)
@@ -103,4 +117,5 @@ class UNetSmall(nn.Module):
 
     def config(self) -> dict[str, int]:
         """Constructor arguments that rebuild this architecture."""
-        return {"in_channels": self.in_channels, "image_size": self.image_size, "width": self.width}
+        config = {"in_channels": self.in_channels, "image_size": self.image_size, "width": self.width}
+        return {**config, "num_classes": self.num_classes} if self.num_classes else config

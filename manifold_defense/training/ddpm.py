@@ -2,11 +2,15 @@
 
     python -m manifold_defense.training.ddpm --max-t 400 --out manifold_defense/weights/fashion_mnist/ddpm
     python -m manifold_defense.training.ddpm --quick --out runs/ddpm_quick
+    python -m manifold_defense.training.ddpm --conditional true --width 32 --out runs/ddpm_cfg  # a generator
 
 DDPM's simple loss (predict the noise of x_t = sqrt(a_t) x + sqrt(1 - a_t) e), timesteps drawn
 uniformly from 1..max_t: a purifier diffuses only to small t* (DiffPure), so ``--max-t`` below T
 spends the network's capacity where it is used (the checkpoint records it, and the purifier refuses
-a t* beyond it). The saved weights are an exponential moving average of the trained ones (DDPM's).
+a t* beyond it). ``--conditional true`` trains a class-conditional noise predictor over all T
+timesteps for generation, dropping each label with probability ``--cond-drop`` so that one network
+also predicts the unconditional noise (classifier-free guidance, Ho & Salimans 2022); its held-out
+curve is conditional on the true labels. The saved weights are an exponential moving average of the trained ones (DDPM's).
 A held-out curve, the loss on the first 1000 test images at fixed timesteps and fixed noise, is
 kept in the checkpoint JSON with the config and seconds. ``--max-minutes`` saves the state and stops;
 ``--resume true`` continues from it.
@@ -26,15 +30,15 @@ from typing import Any, ClassVar, Sequence
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import save_model
-from ..domains import resolve_domain
+from ..models.checkpoint import save_model
+from ..domains.registry import resolve_domain
 from ..models import DDPM
 from .cli import config_parser, parse_config, resolve_device, seed_everything
 from .state import has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
 
-EVAL_T = (10, 50, 100, 200, 300)  # timesteps of the held-out curve (those <= max_t)
+EVAL_T = (10, 50, 100, 200, 300, 500, 800)  # timesteps of the held-out curve (those <= max_t)
 
 
 @dataclass
@@ -45,7 +49,7 @@ class DDPMConfig:
         "width": (1, None, False), "timesteps": (1, None, False), "beta_start": (0.0, 1.0, True),
         "beta_end": (0.0, 1.0, True), "max_t": (0, None, False), "batch_size": (1, None, False),
         "iterations": (1, None, False), "lr": (0.0, None, True), "ema": (0.0, 1.0, False),
-        "eval_every": (1, None, False)}
+        "eval_every": (1, None, False), "cond_drop": (0.0, 1.0, False)}
 
     domain: str = "fashion_mnist"
     data_dir: str = ""  # empty: the domain's own files
@@ -55,6 +59,8 @@ class DDPMConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     max_t: int = 0  # 0: all T timesteps; else train on 1..max_t only
+    conditional: bool = False  # class-conditional with classifier-free guidance (a generator of labelled data)
+    cond_drop: float = 0.1  # probability of training a sample with the "no label" token
     batch_size: int = 128
     iterations: int = 20000
     lr: float = 5e-4
@@ -72,15 +78,16 @@ class DDPMConfig:
 
 
 @torch.no_grad()
-def heldout_loss(model: DDPM, x: torch.Tensor, seed: int = 1234) -> dict[str, float]:
-    """The simple loss at each timestep of :data:`EVAL_T` (up to ``model.max_t``) with fixed noise."""
+def heldout_loss(model: DDPM, x: torch.Tensor, y: torch.Tensor | None = None, seed: int = 1234) -> dict[str, float]:
+    """The simple loss at each timestep of :data:`EVAL_T` (up to ``model.max_t``) with fixed noise
+    (conditional on the labels ``y`` when given)."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     out = {}
     for t in EVAL_T:
         if t <= model.max_t:
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            out[f"loss_t{t}"] = round(float(model.loss(x, tt, noise)), 5)
+            out[f"loss_t{t}"] = round(float(model.loss(x, tt, noise, y)), 5)
     return out
 
 
@@ -90,22 +97,26 @@ def train(config: DDPMConfig) -> DDPM | None:
     ``stopped_by_budget``, and the state is saved for ``resume``).
 
     Raises:
-        ValueError: max_t above timesteps.
+        ValueError: max_t above timesteps, or a conditional model trained on t <= max_t < T.
     """
     gen = seed_everything(config.seed)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     domain = resolve_domain(config.domain, config.data_dir)
-    images, _ = domain.load("train")
-    held, _ = domain.load("test", limit=1000)
-    images, held = images.to(device), held.to(device)
+    images, labels = domain.load("train")
+    held, held_labels = domain.load("test", limit=1000)
+    images, labels, held, held_labels = images.to(device), labels.to(device), held.to(device), held_labels.to(device)
     channels, size = domain.image_shape[0], domain.image_shape[-1]
     max_t = config.max_t or config.timesteps
     if max_t > config.timesteps:
         raise ValueError(f"max_t ({max_t}) cannot exceed timesteps ({config.timesteps})")
+    if config.conditional and max_t < config.timesteps:
+        raise ValueError(f"a conditional DDPM is a generator: train it on all timesteps (max_t {max_t} < {config.timesteps})")
+    num_classes = domain.num_classes if config.conditional else 0
     model = DDPM(channels, size, config.width, config.timesteps, config.beta_start, config.beta_end, max_t,
-                 domain.pixel_range).to(device)
+                 domain.pixel_range, num_classes).to(device)
+    held_y = held_labels if num_classes else None
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -133,7 +144,11 @@ def train(config: DDPMConfig) -> DDPM | None:
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=gen).to(device)
         t = torch.randint(1, max_t + 1, (config.batch_size,), generator=gen).to(device)
         noise = torch.randn((config.batch_size, *images.shape[1:]), generator=gen).to(device)
-        loss = model.loss(images[idx], t, noise)
+        y = None
+        if num_classes:
+            drop = torch.rand(config.batch_size, generator=gen).to(device) < config.cond_drop
+            y = torch.where(drop, torch.full_like(labels[idx], num_classes), labels[idx])
+        loss = model.loss(images[idx], t, noise, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,7 +160,7 @@ def train(config: DDPMConfig) -> DDPM | None:
         if it % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.eval_every == 0 or step == config.iterations:
-            curve.append({"iteration": step, "train_loss": round(loss.item(), 5), **heldout_loss(ema, held),
+            curve.append({"iteration": step, "train_loss": round(loss.item(), 5), **heldout_loss(ema, held, held_y),
                           "seconds": round(seconds0 + time.monotonic() - start, 1)})
             bar.write(f"iteration {step}: " + ", ".join(f"{k} {v}" for k, v in curve[-1].items() if k != "iteration"))
             checkpoint()
@@ -179,6 +194,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from ..utils.cli import run
 
     run(main)
