@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from manifold_defense.threat import clip_to_ball
+from manifold_defense.utils import clip_to_ball
 
 from .base import AttackResult, Model, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments

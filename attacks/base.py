@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from manifold_defense.threat import Norm
-from manifold_defense.validation import check_images
+from manifold_defense.utils import Norm
+from manifold_defense.utils import check_images
 
 __all__ = ["AttackResult", "Model", "check_attack_inputs", "check_eps", "distance", "predict", "Norm"]
 
@@ -62,7 +62,7 @@ def check_eps(eps: float, name: str = "eps") -> float:
 
 def check_attack_inputs(x: object, y: object, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
     """Check images (N, C, H, W) within ``bounds`` (the repo's one image validator,
-    :func:`manifold_defense.validation.check_images`) and labels (N,) int64 on the same device.
+    :func:`manifold_defense.utils.validation.check_images`) and labels (N,) int64 on the same device.
 
     Raises:
         TypeError: non-tensors, non-floating images, non-integer labels.

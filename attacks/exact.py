@@ -4,7 +4,7 @@
 projection (config, restarts, encoder warm start, step decay, early stopping, halving, chunking,
 operator) and gives autograd the true derivative of that computation, every optimisation step
 included; memory is bounded by recomputing segments of ``checkpoint_every`` steps
-(:mod:`manifold_defense.exact_gradient`). Its forward values are the deployed defense's, so an
+(:mod:`manifold_defense.projection.exact_gradient`). Its forward values are the deployed defense's, so an
 attack may check success on its own logits at every iterate.
 
 Nothing is approximated: if this gradient is small or useless, the defense itself is shattered
@@ -33,7 +33,7 @@ class ExactGradient(nn.Module):
         defended: the defended model as deployed (a :class:`manifold_defense.PurifiedClassifier`, of
             which :class:`manifold_defense.DefendedClassifier` is the projection case; its purifier
             is used unchanged and its own ``gradient`` mode is ignored). Any purifier gives its own
-            exact gradient (:meth:`manifold_defense.purifiers.Purifier.exact`).
+            exact gradient (:meth:`manifold_defense.purify.Purifier.exact`).
         checkpoint_every: steps per recomputed segment (projection steps; sampler steps of a
             diffusion purifier), memory vs ~1 extra forward.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from manifold_defense.threat import project_delta
+from manifold_defense.utils import project_delta
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 from .losses import Loss, attack_loss, check_loop_arguments

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from manifold_defense import DefendedClassifier
-from manifold_defense.operators import Identity
+from manifold_defense.projection.operators import Identity
 
 __all__ = ["ImplicitGradient"]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from manifold_defense import DefendedClassifier
 
-from manifold_defense.threat import clip_to_ball
+from manifold_defense.utils import clip_to_ball
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 

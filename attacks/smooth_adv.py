@@ -6,14 +6,14 @@ The smoothed classifier g has no useful gradient (it is an argmax of counts), so
     J(x') = -log( (1/m) sum_{i=1..m} softmax(f(x' + sigma * e_i))_y ),   e_i ~ N(0, I),
 
 with m fresh draws at every step (their Monte Carlo gradient of the smoothed soft classifier,
-:class:`manifold_defense.smoothing.SoftSmoothed`), T steps of size 2 eps / T from x itself, projected
+:class:`manifold_defense.certify.SoftSmoothed`), T steps of size 2 eps / T from x itself, projected
 onto the L2 ball of radius eps and the pixel bounds. The returned images are judged by whatever the
 caller chooses; certification reports judge them with the smoothed classifier's PREDICT.
 
 Example:
     >>> import torch
     >>> from attacks import SmoothAdv
-    >>> from manifold_defense.smoothing import SmoothedClassifier
+    >>> from manifold_defense.certify import SmoothedClassifier
     >>> base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     >>> smoothed = SmoothedClassifier(base, num_classes=10, sigma=0.25)
     >>> x, y = torch.rand(3, 1, 28, 28), torch.randint(0, 10, (3,))
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from manifold_defense.smoothing import SmoothedClassifier, SoftSmoothed
+from manifold_defense.certify import SmoothedClassifier, SoftSmoothed
 
 from .base import AttackResult, check_eps
 from .pgd import L2PGD

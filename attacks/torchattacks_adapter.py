@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from manifold_defense.threat import clip_to_ball
+from manifold_defense.utils import clip_to_ball
 
 from .base import AttackResult, Model, Norm, check_attack_inputs, check_eps, distance, predict
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from manifold_defense.threat import clip_to_ball
+from manifold_defense.utils import clip_to_ball
 
 from .base import Model, check_attack_inputs, check_eps
 

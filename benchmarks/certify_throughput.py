@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from eval.certify import DENOISERS, build_base
-from manifold_defense.cli import ToolParser, integer, names, real, run
+from manifold_defense.utils import ToolParser, integer, names, real, run
 from manifold_defense.domains import get_domain
 
 from .record import run_isolated, write_record

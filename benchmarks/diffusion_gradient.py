@@ -5,7 +5,7 @@ a batch, by recomputation segment (the memory goal: a 100-step sampler, batch 50
     python -m benchmarks.diffusion_gradient --quick
 
 One attack step = the purifier (diffuse to t*, ``steps`` reverse UNet steps) + the classifier + the
-backward pass to x, through :func:`manifold_defense.exact_gradient.checkpointed_loop`. A segment
+backward pass to x, through :func:`manifold_defense.projection.exact_gradient.checkpointed_loop`. A segment
 equal to ``steps`` keeps the whole sampler's graph during the backward pass (what plain autograd
 needs). Each setting runs in a fresh process, so the peak resident memory (``ru_maxrss``) is its own;
 the table reports it above the process's memory after loading and one plain forward pass. The cost
@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import torch
 
-from manifold_defense.cli import ToolParser, integer, integers, run
-from manifold_defense.diffusion import DiffusionPurifier
+from manifold_defense.utils import ToolParser, integer, integers, run
+from manifold_defense.purify import DiffusionPurifier
 from manifold_defense.domains import get_domain
 from manifold_defense.models import DDPM
 from manifold_defense.pretrained import available, load_pretrained

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig
-from manifold_defense.cli import ToolParser, integer, run
+from manifold_defense.utils import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_fashion_mnist
 

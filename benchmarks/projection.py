@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from manifold_defense import ProjectionConfig, project
-from manifold_defense.cli import ToolParser, integer, run
+from manifold_defense.utils import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import available, load_pretrained
 

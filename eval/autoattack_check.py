@@ -26,11 +26,11 @@ from tqdm import tqdm
 
 from attacks import ExactGradient, TorchAttack
 from attacks.base import predict
-from manifold_defense.cli import ToolParser, integer, real, run
+from manifold_defense.utils import ToolParser, integer, real, run
 from manifold_defense.domains import resolve_domain
 
 from .robustness import _load_defense
-from .stats import wilson_interval
+from .suite.stats import wilson_interval
 from .suite import WORST
 
 __all__ = ["main"]

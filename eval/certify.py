@@ -38,15 +38,15 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks import SmoothAdv
-from eval.certify_table import average_certified_radius, base_label, certified_accuracy, summarise
+from .certify_table import average_certified_radius, base_label, certified_accuracy, summarise
 from manifold_defense import ProjectionConfig
-from manifold_defense.cli import ToolParser, integer, real, reals, run
-from manifold_defense.diffusion import OneShotDenoiser
+from manifold_defense.utils import ToolParser, integer, real, reals, run
+from manifold_defense.purify import OneShotDenoiser
 from manifold_defense.domains import Domain, resolve_domain
 from manifold_defense.pretrained import defended_pretrained, load_ddpm, load_named
-from manifold_defense.smoothing import SmoothedClassifier
+from manifold_defense.certify import SmoothedClassifier
 
-from .batch_cache import code_fingerprint, model_fingerprint
+from .suite.batch_cache import code_fingerprint, model_fingerprint
 
 __all__ = ["certified_accuracy", "average_certified_radius", "build_base", "main"]
 

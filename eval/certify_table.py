@@ -22,11 +22,11 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from manifold_defense.cli import ToolParser, integer, real, reals, run
+from manifold_defense.utils import ToolParser, integer, real, reals, run
 from manifold_defense.domains import get_domain
-from manifold_defense.smoothing import ABSTAIN
+from manifold_defense.certify import ABSTAIN
 
-from .stats import mcnemar_p
+from .suite.stats import mcnemar_p
 
 __all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", "soundness", "summarise", "base_label",
            "first_images", "certify_table", "best_at", "main"]

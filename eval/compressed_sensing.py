@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from manifold_defense.cli import ToolParser, integer, integers, names, real, run
+from manifold_defense.utils import ToolParser, integer, integers, names, real, run
 from manifold_defense.domains import get_domain
-from manifold_defense.inverse import RECOVERY_CONFIG, deep_image_prior, lasso_dct, lasso_wavelet, recover
-from manifold_defense.operators import AdditiveNoise, Compose, GaussianMeasurement
+from manifold_defense.inverse.recovery import RECOVERY_CONFIG, deep_image_prior, lasso_dct, lasso_wavelet, recover
+from manifold_defense.projection import AdditiveNoise, Compose, GaussianMeasurement
 from manifold_defense.pretrained import load_pretrained
 
 

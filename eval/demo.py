@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from manifold_defense.cli import ToolParser, integer, names, real, run
+from manifold_defense.utils import ToolParser, integer, names, real, run
 from manifold_defense.domains import resolve_domain
 from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, defended_pretrained
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from manifold_defense import ProjectionConfig
-from manifold_defense.cli import ToolParser, integer, run
+from manifold_defense.utils import ToolParser, integer, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import SHIPPED_DEFENSES, defended_pretrained
 

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from manifold_defense.cli import ToolParser, run
+from manifold_defense.utils import ToolParser, run
 
 __all__ = ["reports_table", "weights_table", "checkpoint_command", "main"]
 

@@ -45,8 +45,8 @@ import torch
 import torch.distributed as dist
 
 from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, load
-from manifold_defense.checkpoint import CheckpointError, checkpoint_paths, load_model, read_config
-from manifold_defense.cli import ToolParser, integer, names, real, reals, run
+from manifold_defense.models import CheckpointError, checkpoint_paths, load_model, read_config
+from manifold_defense.utils import ToolParser, integer, names, real, reals, run
 from manifold_defense.domains import Domain, resolve_domain, weights_path
 from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
                                          diffpure_pretrained, load_named)

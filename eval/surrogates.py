@@ -26,11 +26,11 @@ from tqdm import tqdm
 from attacks import APGD, BPDA, ExactGradient
 from attacks.base import predict
 from manifold_defense import DefendedClassifier
-from manifold_defense.cli import ToolParser, integer, real, run
+from manifold_defense.utils import ToolParser, integer, real, run
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import defended_pretrained
 
-from .stats import format_accuracy
+from .suite.stats import format_accuracy
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from manifold_defense.cli import run
+    from manifold_defense.utils import run
 
     run(main)

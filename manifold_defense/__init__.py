@@ -6,22 +6,26 @@ Three lines wrap a classifier:
     >>> defended = DefendedClassifier(classifier, generator, ProjectionConfig()).eval()   # doctest: +SKIP
     >>> logits = defended(images)                                                          # doctest: +SKIP
 
+The library is built in rooms, lowest first (docs/architecture.md): ``utils``, ``domains``,
+``models``, ``projection``, then ``purify`` / ``inverse`` / ``certify``, then this front door
+(``pretrained``: the shipped weights; ``export``: bundles that run without this repo), then
+``training``. A room imports only rooms below it.
+
 Any other purifier (a diffusion purifier, your own module) goes behind the same wrapper:
 
     >>> from manifold_defense import PurifiedClassifier, as_purifier
     >>> defended = PurifiedClassifier(classifier, as_purifier(my_module, randomized=False))  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
-from .checkpoint import CheckpointError, load_model, save_model
-from .defended import DefendedClassifier, PurifiedClassifier
+from .utils.version import __version__
+from .models.checkpoint import CheckpointError, load_model, save_model
+from .purify.defended import DefendedClassifier, PurifiedClassifier
 from .export import export, export_onnx, load, save_bundle
 from .projection import ProjectionConfig, ProjectionResult, project
-from .purifiers import ProjectionPurifier, Purifier, as_purifier
+from .purify.purifiers import ProjectionPurifier, Purifier, as_purifier
 
 __all__ = [
     "CheckpointError", "DefendedClassifier", "ProjectionConfig", "ProjectionPurifier", "ProjectionResult",
     "PurifiedClassifier", "Purifier", "as_purifier",
-    "export", "export_onnx", "load", "load_model", "project", "save_bundle", "save_model",
+    "__version__", "export", "export_onnx", "load", "load_model", "project", "save_bundle", "save_model",
 ]

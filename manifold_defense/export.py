@@ -30,11 +30,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_model, save_model
-from .defended import DefendedClassifier, PurifiedClassifier
-from .domains import Domain
-from .operators import Identity
-from .projection import ProjectionConfig, ProjectionLoop
+from .models.checkpoint import CheckpointError, load_model, save_model
+from .purify.defended import DefendedClassifier, PurifiedClassifier
+from .domains.registry import Domain
+from .projection.operators import Identity
+from .projection.loop import ProjectionConfig, ProjectionLoop
+from .utils.version import __version__
 
 __all__ = ["export", "export_onnx", "save_bundle", "load", "AmortisedDefense", "ScriptableDefense", "BUNDLE_FORMAT"]
 
@@ -65,7 +66,7 @@ class ScriptableDefense(nn.Module):
 
     def check(self, x: torch.Tensor) -> None:
         # The exported artifact runs without this repository, so it carries its own TorchScript
-        # version of manifold_defense.validation.check_images (same rules, same order).
+        # version of manifold_defense.utils.validation.check_images (same rules, same order).
         if not x.is_floating_point():
             raise ValueError("images must be floating point in the pixel range (e.g. x.float() / 255)")
         if x.dim() != 4 or list(x.shape[1:]) != self.image_shape:
@@ -243,8 +244,6 @@ def save_bundle(defended: DefendedClassifier, path: str | Path, *, domain: Domai
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -280,7 +279,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Defen
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m manifold_defense.export``."""
-    from .cli import ToolParser, integer
+    from .utils.cli import ToolParser, integer
 
     parser = ToolParser(
         prog="python -m manifold_defense.export",
@@ -312,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.torchscript:
         print(f"wrote {export(defended, args.torchscript)} (load with torch.jit.load; needs only torch)")
     if args.bundle:
-        from .domains import get_domain
+        from .domains.registry import get_domain
 
         domain = None if args.from_bundle else get_domain(args.domain)
         print(f"wrote {save_bundle(defended, args.bundle, domain=domain)} (load with manifold_defense.load)")
@@ -321,6 +320,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import run
+    from .utils.cli import run
 
     run(main)

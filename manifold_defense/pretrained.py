@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, checkpoint_paths, load_model
-from .defended import DefendedClassifier, PurifiedClassifier
-from .diffusion import DiffusionPurifier
-from .domains import Domain, get_domain
+from .models.checkpoint import CheckpointError, checkpoint_paths, load_model
+from .purify.defended import DefendedClassifier, PurifiedClassifier
+from .purify.diffusion import DiffusionPurifier
+from .domains.registry import Domain, get_domain
 from .models import DDPM
-from .projection import ProjectionConfig
+from .projection.loop import ProjectionConfig
 
 __all__ = ["WEIGHTS_DIR", "ShippedDefense", "SHIPPED_DEFENSES", "DEFAULT_DEFENSE", "available", "load_named", "load_pretrained",
            "load_ddpm", "defended_pretrained", "diffpure_pretrained", "defended_fashion_mnist"]
@@ -133,7 +133,7 @@ def diffpure_pretrained(
     ddpm: str = "ddpm",
     map_location: str | torch.device = "cpu",
 ) -> PurifiedClassifier:
-    """``classifier`` behind DiffPure (:class:`manifold_defense.diffusion.DiffusionPurifier`) with the
+    """``classifier`` behind DiffPure (:class:`manifold_defense.purify.DiffusionPurifier`) with the
     DDPM ``ddpm``: diffuse to ``t_star``, denoise back in ``steps`` reverse steps (default t_star).
 
     Args:

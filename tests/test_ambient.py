@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_defense.ambient import BlurNoise, RandomBlock, RandomDropout, RandomProjection, parse_family
-from manifold_defense.checkpoint import read_config
+from manifold_defense.inverse import BlurNoise, RandomBlock, RandomDropout, RandomProjection, parse_family
+from manifold_defense.models import read_config
 from manifold_defense.models import WGANCritic
 from manifold_defense.training import wgan_gp
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from eval import ambient_quality
-from manifold_defense.checkpoint import save_model
+from manifold_defense.models import save_model
 from manifold_defense.models import WGANGenerator
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eval import certify
-from manifold_defense.checkpoint import save_model
+from manifold_defense.models import save_model
 from manifold_defense.models import MLP
 
 
@@ -62,7 +62,7 @@ def test_the_report_attacks_the_smoothed_classifier_and_counts_soundness(tmp_pat
 
 
 def test_the_diffusion_denoiser_matches_the_noise_level(tmp_path: Path) -> None:
-    from manifold_defense.diffusion import OneShotDenoiser
+    from manifold_defense.purify import OneShotDenoiser
     from manifold_defense.models import DDPM
 
     torch.manual_seed(0)
@@ -165,7 +165,7 @@ def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
 
 def test_the_amortised_denoiser_takes_another_encoder(tmp_path: Path) -> None:
     from manifold_defense.training import encoder as encoder_training
-    from manifold_defense.checkpoint import load_model
+    from manifold_defense.models import load_model
 
     enc = str(tmp_path / "enc")
     encoder_training.main(["--quick", "--iterations", "2", "--noise-sigma", "0.5", "--out", enc, "--device", "cpu"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifold_defense.checkpoint import CheckpointError, load_model, read_config, save_model
+from manifold_defense.models import CheckpointError, load_model, read_config, save_model
 from manifold_defense.models import MLP, Encoder, ModelA, WGANGenerator
 
 
@@ -85,7 +85,7 @@ def test_half_precision_storage_loads_into_float32(tmp_path: Path):
 
 
 def test_dots_in_a_checkpoint_name_are_part_of_the_name(tmp_path) -> None:
-    from manifold_defense.checkpoint import load_model, save_model
+    from manifold_defense.models import load_model, save_model
     from manifold_defense.models import MLP
 
     first, second = MLP(hidden=4, depth=1), MLP(hidden=6, depth=1)

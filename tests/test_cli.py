@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manifold_defense.cli import ToolParser, integer, names, real, reals, run
+from manifold_defense.utils import ToolParser, integer, names, real, reals, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_every_entry_point_has_a_checked_parser_and_one_line_errors() -> None:
         module_name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         text = path.read_text()
         assert "def build_parser(" in text, f"{module_name}: no build_parser() (the docs test parses through it)"
-        assert "run(main)" in text, f"{module_name}: __main__ must call manifold_defense.cli.run(main)"
+        assert "run(main)" in text, f"{module_name}: __main__ must call manifold_defense.utils.cli.run(main)"
         assert module_name in tested, f"{module_name}: add a bad-flag case to BAD_FLAGS"
 
 
@@ -109,7 +109,7 @@ def _truncated_npz(tmp_path: Path) -> Path:
 
 
 def test_truncated_npz_is_a_named_error_with_the_path(tmp_path: Path) -> None:
-    from manifold_defense.data import DataFileError
+    from manifold_defense.domains import DataFileError
     from manifold_defense.domains import domain_from_path
 
     bad = _truncated_npz(tmp_path)
@@ -118,7 +118,7 @@ def test_truncated_npz_is_a_named_error_with_the_path(tmp_path: Path) -> None:
 
 
 def test_truncated_checkpoint_is_a_named_error_with_the_path(tmp_path: Path, tiny_classifier) -> None:
-    from manifold_defense.checkpoint import CheckpointError, load_model, save_model
+    from manifold_defense.models import CheckpointError, load_model, save_model
 
     save_model(tiny_classifier, tmp_path / "clf")
     weights = tmp_path / "clf.safetensors"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_defense.data import DataFileError, idx_dataset, load_idx_split, read_idx
+from manifold_defense.domains import DataFileError, idx_dataset, load_idx_split, read_idx
 from manifold_defense.domains import get_domain
 
 

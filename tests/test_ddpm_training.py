@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifold_defense.checkpoint import load_model, read_config
-from manifold_defense.diffusion import DiffusionPurifier
+from manifold_defense.models import load_model, read_config
+from manifold_defense.purify import DiffusionPurifier
 from manifold_defense.models import DDPM
 from manifold_defense.training import ddpm
 

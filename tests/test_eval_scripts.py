@@ -50,7 +50,7 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
     import torch
 
     from eval.robustness import _load_defense
-    from manifold_defense.checkpoint import save_model
+    from manifold_defense.models import save_model
     from manifold_defense.domains import get_domain
     from manifold_defense.models import build
 
@@ -77,7 +77,7 @@ def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(
     import pytest
 
     from eval.robustness import _load_defense
-    from manifold_defense.checkpoint import save_model
+    from manifold_defense.models import save_model
     from manifold_defense.domains import get_domain
     from manifold_defense.models import build
 
@@ -90,7 +90,7 @@ def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(
 
 
 def test_the_break_the_undefended_check_is_skipped_for_adversarially_trained_classifiers():
-    from eval import checks
+    from eval.report import checks
     from eval.robustness import _robust_training
     from manifold_defense.domains import get_domain
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from attacks import LinfPGD, TorchAttack
 from attacks.base import predict
-from eval import checks
+from eval.report import checks
 from eval.suite import Row
 from manifold_defense import DefendedClassifier, ProjectionConfig, save_bundle
 from manifold_defense.models import ModelA, WGANGenerator
@@ -191,7 +191,7 @@ def test_randomized_defense_is_judged_one_shot_worst_of_n_and_by_majority(traine
 
 def test_skip_effort_check_runs_the_other_checks(tiny_bundle, tmp_path: Path):
     from eval import robustness
-    from eval.checks import EFFORT_CHECK
+    from eval.report.checks import EFFORT_CHECK
 
     record = robustness.main(["--defense", str(tiny_bundle), "--quick", "--attacks", "clean,fgsm,pgd,bpda_pgd",
                               "--num-images", "8", "--check-n", "8", "--skip-effort-check", "--out", str(tmp_path)])
@@ -342,9 +342,9 @@ def test_a_survivors_run_extends_with_its_sources_extended_and_its_own_batches(t
                             first=24, eps=0.1)
     assert "[t12, first 12]" in table and "(first 12 test images," in table  # the header says what #12 covers
     # Without #12 the column keeps its 24 images: t12 lowers only its own first 12.
-    from eval.reference_table import WORST, _load_column
-    both = _load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}:defended"))["per_example"]["0.1"]
-    folded = _load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended"))
+    from eval.report.tables import WORST, load_column
+    both = load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}:defended"))["per_example"]["0.1"]
+    folded = load_column(Column.parse(f"x={tmp_path / 'a24'}+{tmp_path / 's24'}+{tmp_path / 't12'}:defended"))
     assert folded["n"] == 24
     for key, bits in folded["per_example"]["0.1"].items():
         assert len(bits) == 24
@@ -359,6 +359,7 @@ def test_the_shipped_reports_print_the_readme_tables(capsys):
     """Every report the README's tables come from is in the repository, keeps per-example results and
     covers the images of its comparison; the worst case never exceeds any attack row of its column."""
     from eval import reference_table as rt
+    from eval.report import tables
 
     assert rt.main(["--first", "100"]).count("worst case") >= 1
     assert rt.mcnemar_p(6, 16) == rt.mcnemar_p(16, 6) and rt.mcnemar_p(5, 5) == 1.0 and rt.mcnemar_p(0, 0) == 1.0
@@ -367,10 +368,10 @@ def test_the_shipped_reports_print_the_readme_tables(capsys):
         text = rt.main(["--summary", "--first", str(first)])
         assert f"first {first} test images" in text
         columns = [rt.Column.parse(c) for c in specs]
-        records = [rt._load_column(c) for c in columns]
-        for column, cell in zip(specs, rt._cells(columns, records, first=first, eps=0.1)):
-            counted = [acc for attack, acc in cell.items() if attack not in ("clean", rt.WORST) and rt._counts(attack)]
-            assert counted and cell[rt.WORST] <= min(counted) + 1e-9, column
+        records = [tables.load_column(c) for c in columns]
+        for column, cell in zip(specs, tables._cells(columns, records, first=first, eps=0.1)):
+            counted = [acc for attack, acc in cell.items() if attack not in ("clean", tables.WORST) and tables._counts(attack)]
+            assert counted and cell[tables.WORST] <= min(counted) + 1e-9, column
 
 def test_a_summary_column_can_show_one_attack_instead_of_the_worst_case():
     from eval import reference_table as rt

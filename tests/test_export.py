@@ -12,7 +12,7 @@ import torch
 
 from manifold_defense import CheckpointError, DefendedClassifier, ProjectionConfig, export, load, save_bundle
 from manifold_defense.models import Encoder, ModelA, WGANGenerator
-from manifold_defense.operators import PixelMask
+from manifold_defense.projection.operators import PixelMask
 
 CONFIG = ProjectionConfig(restarts=3, steps=15, optimizer="adam", lr=0.05, halving_at=(0.3,), early_stop_tol=1e-4)
 

@@ -12,7 +12,7 @@ import torch
 from attacks import APGD, ImplicitGradient
 from manifold_defense import DefendedClassifier, ProjectionConfig
 from manifold_defense.models import MLP
-from manifold_defense.operators import AdditiveNoise, PixelMask
+from manifold_defense.projection.operators import AdditiveNoise, PixelMask
 
 
 def _closed_form(d: DefendedClassifier, mask: torch.Tensor | None, penalty: float) -> torch.Tensor:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from manifold_defense import ProjectionConfig
-from manifold_defense.inverse import _dct_matrix, deep_image_prior, lasso_dct, lasso_wavelet, operator_matrix, recover
-from manifold_defense.operators import Downsample, GaussianMeasurement, PixelMask
+from manifold_defense.inverse.recovery import _dct_matrix, deep_image_prior, lasso_dct, lasso_wavelet, operator_matrix, recover
+from manifold_defense.projection import Downsample, GaussianMeasurement, PixelMask
 
 SHAPE = (1, 28, 28)
 

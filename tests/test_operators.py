@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from manifold_defense.operators import (
+from manifold_defense.projection.operators import (
     AdditiveNoise, Compose, Downsample, GaussianBlur, GaussianMeasurement, Identity, Lambda, PixelMask,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from manifold_defense.checkpoint import CheckpointError
+from manifold_defense.models import CheckpointError
 from manifold_defense.domains import get_domain
 from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
                                          load_pretrained)
@@ -59,7 +59,7 @@ def test_unknown_names_are_refused_with_the_choices():
 def test_load_named_takes_a_shipped_name_or_a_path_and_names_a_missing_one(tmp_path) -> None:
     import pytest
 
-    from manifold_defense.checkpoint import CheckpointError, save_model
+    from manifold_defense.models import CheckpointError, save_model
     from manifold_defense.models import MLP
     from manifold_defense.pretrained import load_named
 
@@ -72,10 +72,10 @@ def test_load_named_takes_a_shipped_name_or_a_path_and_names_a_missing_one(tmp_p
 
 def test_the_ambient_generator_is_a_prior_for_recovery_and_a_defense_generator() -> None:
     from manifold_defense import DefendedClassifier, ProjectionConfig
-    from manifold_defense.checkpoint import read_config
+    from manifold_defense.models import read_config
     from manifold_defense.domains import weights_path
     from manifold_defense.inverse import recover
-    from manifold_defense.operators import GaussianMeasurement
+    from manifold_defense.projection import GaussianMeasurement
 
     G = load_pretrained("generator_ambient_dropout_0.9").eval()
     config = read_config(weights_path(get_domain("fashion_mnist"), "generator_ambient_dropout_0.9"))["metadata"]["config"]
@@ -94,7 +94,7 @@ def test_the_ambient_generator_is_a_prior_for_recovery_and_a_defense_generator()
 
 
 def test_diffpure_pretrained_puts_the_shipped_ddpm_in_front_and_refuses_a_checkpoint_that_is_no_ddpm() -> None:
-    from manifold_defense.diffusion import DiffusionPurifier
+    from manifold_defense.purify import DiffusionPurifier
     from manifold_defense.models import DDPM
     from manifold_defense.pretrained import diffpure_pretrained, load_ddpm
 

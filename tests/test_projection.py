@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from manifold_defense import ProjectionConfig, project
-from manifold_defense.operators import PixelMask
+from manifold_defense.projection.operators import PixelMask
 
 FAST = ProjectionConfig(restarts=4, steps=150, optimizer="adam", lr=0.1, decay_at=(0.7,), init_std=1.0)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attacks import SmoothAdv
-from manifold_defense.smoothing import SmoothedClassifier
+from manifold_defense.certify import SmoothedClassifier
 
 
 def _linear() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

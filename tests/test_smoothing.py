@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from manifold_defense.smoothing import ABSTAIN, SmoothedClassifier, binomial_p_value, clopper_pearson_lower
+from manifold_defense.certify import ABSTAIN, SmoothedClassifier, binomial_p_value, clopper_pearson_lower
 
 
 class Constant(nn.Module):

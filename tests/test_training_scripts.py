@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from manifold_defense.checkpoint import load_model, read_config
+from manifold_defense.models import load_model, read_config
 from manifold_defense.training import classifier, encoder, wgan_gp
 from manifold_defense.training.cli import parse_config
 

@@ -58,7 +58,7 @@ def test_transfer_needs_known_sources(trained_mlp, defense, fmnist_small) -> Non
 
 def test_the_cache_knows_the_sources_weights_not_only_their_names(trained_mlp, defense, fmnist_small,
                                                                    tmp_path) -> None:
-    from eval.batch_cache import BatchCache
+    from eval.suite.batch_cache import BatchCache
     from manifold_defense.models import MLP
 
     _, _, x, y = fmnist_small
@@ -77,7 +77,7 @@ def test_the_cache_knows_the_sources_weights_not_only_their_names(trained_mlp, d
 
 def test_a_diffpure_source_is_named_by_its_t_star_and_steps(fmnist_small) -> None:
     from manifold_defense import PurifiedClassifier
-    from manifold_defense.diffusion import DiffusionPurifier
+    from manifold_defense.purify import DiffusionPurifier
 
     _, _, x, y = fmnist_small
     source = transfer_source("diffpure_t20_s2", get_domain("fashion_mnist"))

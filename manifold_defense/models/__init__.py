@@ -1,4 +1,7 @@
-"""Architectures known to the checkpoint format, by name.
+"""Architectures (classifiers, generators, the encoder, the DDPM), the registry that names them for
+the checkpoint format, the generator contract, and checkpoints themselves.
+
+Room rule: imports only :mod:`manifold_defense.utils` (and torch, safetensors).
 
 Example:
     >>> from manifold_defense.models import build
@@ -8,66 +11,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from ..generator_contract import RangeAdapter
+from .checkpoint import CheckpointError, checkpoint_paths, load_model, read_config, save_model
 from .classifiers import MLP, LeNetSmall, ModelA
-from .generators import Encoder, WGANCritic, WGANGenerator
 from .ddpm import DDPM
+from .generators import Encoder, WGANCritic, WGANGenerator
+from .range_adapter import GeneratorContract, RangeAdapter, check_generator
+from .registry import ARCHITECTURES, architecture_name, build, register_architecture
 from .unet import UNetSmall
 
 __all__ = ["ARCHITECTURES", "build", "architecture_name", "register_architecture", "MLP", "ModelA", "LeNetSmall", "Encoder",
-           "WGANCritic", "WGANGenerator", "RangeAdapter", "UNetSmall", "DDPM"]
+           "WGANCritic", "WGANGenerator", "RangeAdapter", "GeneratorContract", "check_generator", "UNetSmall", "DDPM",
+           "CheckpointError", "checkpoint_paths", "load_model", "read_config", "save_model"]
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "model_a": ModelA,
-    "lenet_small": LeNetSmall,
-    "mlp": MLP,
-    "wgan_generator": WGANGenerator,
-    "wgan_critic": WGANCritic,
-    "encoder": Encoder,
-    "range_adapter": RangeAdapter,
-    "unet_small": UNetSmall,
-    "ddpm": DDPM,
-}
-
-
-def register_architecture(name: str, cls: type[nn.Module]) -> None:
-    """Make your own architecture storable (checkpoints, bundles): ``cls`` needs a ``config()``
-    method returning the keyword arguments that rebuild it.
-
-    Raises:
-        ValueError: the name is taken by another class.
-        TypeError: ``cls`` is not an ``nn.Module`` subclass with ``config()``.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and callable(getattr(cls, "config", None))):
-        raise TypeError(f"{cls!r} must be an nn.Module subclass with a config() method")
-    if ARCHITECTURES.get(name, cls) is not cls:
-        raise ValueError(f"architecture name {name!r} is taken by {ARCHITECTURES[name].__name__}")
-    ARCHITECTURES[name] = cls
-
-
-def build(name: str, **kwargs: Any) -> nn.Module:
-    """Construct the architecture registered as ``name`` with constructor ``kwargs``.
-
-    Raises:
-        ValueError: unknown name.
-        TypeError: an argument the architecture does not take.
-    """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](**kwargs)
-
-
-def architecture_name(model: nn.Module) -> str:
-    """The registry name of ``model``'s class.
-
-    Raises:
-        ValueError: the class is not registered (it cannot be saved in this format).
-    """
-    for name, cls in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise ValueError(f"{type(model).__name__} is not a registered architecture; known: {sorted(ARCHITECTURES)}")
+for _name, _cls in {"model_a": ModelA, "lenet_small": LeNetSmall, "mlp": MLP, "wgan_generator": WGANGenerator,
+                    "wgan_critic": WGANCritic, "encoder": Encoder, "range_adapter": RangeAdapter,
+                    "unet_small": UNetSmall, "ddpm": DDPM}.items():
+    register_architecture(_name, _cls)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import save_model
-from ..domains import resolve_domain
+from ..models.checkpoint import save_model
+from ..domains.registry import resolve_domain
 from ..models import build
 from .cli import config_parser, parse_config, resolve_device, seed_everything
 
@@ -119,6 +119,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from ..utils.cli import run
 
     run(main)

@@ -16,7 +16,7 @@ from typing import Any, Sequence, TypeVar
 import numpy as np
 import torch
 
-from ..cli import ToolParser, integer, real
+from ..utils.cli import ToolParser, integer, real
 
 __all__ = ["parse_config", "config_parser", "seed_everything", "resolve_device"]
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import load_model, save_model
-from ..domains import resolve_domain, weights_path
+from ..models.checkpoint import load_model, save_model
+from ..domains.registry import resolve_domain, weights_path
 from ..models import Encoder
 from ..pretrained import load_named
 from .cli import config_parser, parse_config, resolve_device, seed_everything
@@ -148,6 +148,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from ..utils.cli import run
 
     run(main)

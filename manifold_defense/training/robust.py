@@ -57,8 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import load_model, save_model
-from ..domains import Domain, resolve_domain, weights_path
+from ..models.checkpoint import load_model, save_model
+from ..domains.registry import Domain, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import resolve_device, seed_everything
@@ -212,7 +212,7 @@ def _save_amortised_defense(out: Path, C: nn.Module, G: nn.Module, E: nn.Module,
                             metadata: dict[str, Any]) -> None:
     """The jointly trained encoder (``OUT_encoder``) and the defense as deployed, C(G(E(x))) with no
     projection steps, as a bundle (``OUT_defense/``) that ``manifold_defense.export.load`` reads."""
-    from ..defended import DefendedClassifier
+    from ..purify.defended import DefendedClassifier
     from ..export import save_bundle
 
     for p in E.parameters():

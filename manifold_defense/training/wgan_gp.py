@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from tqdm import tqdm
 
-from ..ambient import MeasurementFamily, parse_family
-from ..checkpoint import save_model
-from ..domains import resolve_domain
+from ..inverse.ambient import MeasurementFamily, parse_family
+from ..models.checkpoint import save_model
+from ..domains.registry import resolve_domain
 from ..models import WGANCritic, WGANGenerator
 from .cli import config_parser, parse_config, resolve_device, seed_everything
 from .state import has_state, load_state, outcome, save_state
@@ -194,6 +194,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from ..utils.cli import run
 
     run(main)

@@ -6,7 +6,7 @@ Nothing here downloads, and nothing here knows a particular data set: where Fash
 user already has load from any directory they name.
 
 Example:
-    >>> from manifold_defense.data import load_idx_split
+    >>> from manifold_defense.domains import load_idx_split
     >>> x, y = load_idx_split("test", "path/to/idx-files", limit=8)   # doctest: +SKIP
     >>> x.shape, x.dtype, y.shape                                                      # doctest: +SKIP
     (torch.Size([8, 1, 28, 28]), torch.float32, torch.Size([8]))

@@ -5,13 +5,14 @@ sqrt(1 - a_t*) e) and denoises it back to t = 0 in ``steps`` reverse steps of th
 update (Song et al. 2021): ``eta = 1`` with one step per timestep is DDPM's ancestral sampler,
 ``eta = 0`` is deterministic DDIM after the random diffusion.
 
-The reverse loop runs through :func:`manifold_defense.exact_gradient.checkpointed_loop`: with
+The reverse loop runs through :func:`manifold_defense.projection.exact_gradient.checkpointed_loop`: with
 gradients on, autograd gets the exact derivative of every denoising step as deployed, in the
 memory of ``checkpoint_every`` steps, with each step's random draws replayed in the backward pass.
 
 Example:
     >>> import torch
-    >>> from manifold_defense.diffusion import DDPM, DiffusionPurifier  # DDPM lives in manifold_defense.models
+    >>> from manifold_defense.models import DDPM
+    >>> from manifold_defense.purify import DiffusionPurifier
     >>> ddpm = DDPM(width=8, timesteps=100).eval()
     >>> purifier = DiffusionPurifier(ddpm, t_star=20, steps=5)
     >>> x = torch.rand(2, 1, 28, 28, requires_grad=True)
@@ -27,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .exact_gradient import checkpointed_loop
-from .models.ddpm import DDPM
+from ..projection.exact_gradient import checkpointed_loop
+from ..models.ddpm import DDPM
 from .purifiers import Purifier
 
 __all__ = ["DDPM", "DiffusionPurifier", "OneShotDenoiser"]
@@ -126,7 +127,7 @@ class OneShotDenoiser(nn.Module):
 
     Example:
         >>> import torch
-        >>> from manifold_defense.diffusion import OneShotDenoiser
+        >>> from manifold_defense.purify import OneShotDenoiser
         >>> from manifold_defense.models import DDPM
         >>> denoiser = OneShotDenoiser(DDPM(width=4, timesteps=100).eval(), sigma=0.25)
         >>> denoiser.t, denoiser(torch.rand(2, 1, 28, 28)).shape

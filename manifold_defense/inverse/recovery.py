@@ -12,7 +12,7 @@ Recover x* from y = A(x*) + noise by min_z ||y - A(G(z))||^2 + lambda ||z||^2 on
 Example:
     >>> import torch
     >>> from manifold_defense.inverse import recover
-    >>> from manifold_defense.operators import GaussianMeasurement
+    >>> from manifold_defense.projection import GaussianMeasurement
     >>> from manifold_defense.models import WGANGenerator
     >>> G = WGANGenerator(dim=8).eval()
     >>> x = G(torch.randn(2, 128)).detach()
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .operators import Operator
-from .projection import ProjectionConfig, ProjectionResult, project
+from ..projection.operators import Operator
+from ..projection import ProjectionConfig, ProjectionResult, project
 
 __all__ = ["recover", "lasso_dct", "lasso_wavelet", "deep_image_prior", "operator_matrix"]
 

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .projection import ProjectionLoop
+from .loop import ProjectionLoop
 
 __all__ = ["checkpointed_projection", "checkpointed_loop"]
 

@@ -8,7 +8,7 @@ attacks all see the domain's pixel range.
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from manifold_defense.generator_contract import RangeAdapter, check_generator
+    >>> from manifold_defense.models import RangeAdapter, check_generator
     >>> tanh_gan = nn.Sequential(nn.Linear(8, 3 * 4 * 4), nn.Tanh(), nn.Unflatten(1, (3, 4, 4)))
     >>> G = RangeAdapter(tanh_gan, latent_dim=8, output_shape=(3, 4, 4), from_range=(-1, 1), to_range=(0, 1))
     >>> check_generator(G, pixel_range=(0.0, 1.0)).output_shape
@@ -23,6 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from .registry import architecture_name, build
 
 __all__ = ["GeneratorContract", "RangeAdapter", "check_generator"]
 
@@ -75,8 +77,6 @@ class RangeAdapter(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(generator, dict):
-            from .models import build  # the registry imports this module
-
             generator = build(generator["architecture"], **generator["kwargs"])
         declared = getattr(generator, "output_range", None)
         if from_range is None:
@@ -108,8 +108,6 @@ class RangeAdapter(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this adapter (the wrapped generator must be registered)."""
-        from .models import architecture_name
-
         inner = {"architecture": architecture_name(self.generator), "kwargs": self.generator.config()}  # type: ignore[operator]
         return {"generator": inner, "latent_dim": self.latent_dim, "output_shape": list(self.output_shape),
                 "from_range": list(self.from_range), "to_range": list(self.output_range)}

@@ -7,7 +7,7 @@ such as the training config and measured metrics).
 Example:
     >>> import tempfile, torch
     >>> from manifold_defense.models import MLP
-    >>> from manifold_defense.checkpoint import save_model, load_model
+    >>> from manifold_defense.models import save_model, load_model
     >>> d = tempfile.mkdtemp()
     >>> save_model(MLP(hidden=16), f"{d}/mlp", metadata={"note": "demo"})
     >>> type(load_model(f"{d}/mlp")).__name__
@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ARCHITECTURES, architecture_name, build
+from .registry import ARCHITECTURES, architecture_name, build
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_config", "FORMAT"]
 

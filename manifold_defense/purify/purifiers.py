@@ -9,17 +9,17 @@ images of the same shape and range, that declares
 
 and whose ``forward``, with gradients on, carries the exact derivative of the computation it deploys
 (an iterative purifier bounds its memory with
-:func:`manifold_defense.exact_gradient.checkpointed_loop`). ``exact(x, checkpoint_every=...)`` is
+:func:`manifold_defense.projection.exact_gradient.checkpointed_loop`). ``exact(x, checkpoint_every=...)`` is
 the same with the attacker's choice of recomputation segment where the purifier has one.
 
 The purifiers of this package: :class:`ProjectionPurifier` (the iterative projection onto a
 generator's range, Defense-GAN's setting with :meth:`ProjectionConfig.defense_gan`, and the
-amortised G(E(x)) with ``steps=0``), :class:`manifold_defense.diffusion.DiffusionPurifier`
+amortised G(E(x)) with ``steps=0``), :class:`manifold_defense.purify.DiffusionPurifier`
 (DiffPure), and :func:`as_purifier` for a user's own module (an autoencoder, their own code).
 
 Example:
     >>> import torch
-    >>> from manifold_defense.purifiers import as_purifier
+    >>> from manifold_defense.purify import as_purifier
     >>> blur = as_purifier(torch.nn.AvgPool2d(3, stride=1, padding=1), randomized=False)
     >>> blur(torch.rand(2, 1, 28, 28)).shape
     torch.Size([2, 1, 28, 28])
@@ -32,8 +32,8 @@ import warnings
 import torch
 from torch import nn
 
-from .projection import ProjectionConfig, ProjectionResult, latent_dim_of, project_checked
-from .validation import check_images, module_device_dtype
+from ..projection import ProjectionConfig, ProjectionResult, latent_dim_of, project_checked
+from ..utils.validation import check_images, module_device_dtype
 
 __all__ = ["Purifier", "ModulePurifier", "ProjectionPurifier", "as_purifier"]
 
@@ -68,7 +68,7 @@ class Purifier(nn.Module):
         return self._pixel_range
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate a batch (see :func:`manifold_defense.validation.check_images`): (N, C, H, W), finite,
+        """Validate a batch (see :func:`manifold_defense.utils.validation.check_images`): (N, C, H, W), finite,
         in the pixel range, on the purifier's device and dtype. Raises TypeError or ValueError."""
         device, dtype = module_device_dtype(self)
         return check_images(x, pixel_range=self.pixel_range, device=device, dtype=dtype)
@@ -187,7 +187,7 @@ class ProjectionPurifier(Purifier):
             raise ValueError(
                 f"the generator outputs pixels in {tuple(out_range)} but the projection expects images in "
                 f"{tuple(config.pixel_range)}: wrap it, RangeAdapter(G, from_range={tuple(out_range)}, "
-                f"to_range={tuple(config.pixel_range)}) (manifold_defense.generator_contract)"
+                f"to_range={tuple(config.pixel_range)}) (manifold_defense.models)"
             )
         self._image_shape: tuple[int, ...] | None = getattr(generator, "output_shape", None)
         if config.steps == 0 and (encoder is None or not config.use_encoder):
@@ -226,7 +226,7 @@ class ProjectionPurifier(Purifier):
         return self._image_shape
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate a batch for this projection (see :func:`manifold_defense.validation.check_images`)."""
+        """Validate a batch for this projection (see :func:`manifold_defense.utils.validation.check_images`)."""
         device, dtype = module_device_dtype(self.generator)
         return check_images(x, shape=self.image_shape, pixel_range=self.config.pixel_range, device=device, dtype=dtype)
 

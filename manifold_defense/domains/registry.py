@@ -29,8 +29,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .data import DataFileError, load_idx_split
-from .validation import check_images
+from .idx import DataFileError, load_idx_split
+from ..utils.validation import check_images
 
 __all__ = [
     "Budgets", "DataSource", "Domain", "DOMAINS", "IdxSource", "ImageFolderSource", "NpzSource",
@@ -378,6 +378,6 @@ FASHION_MNIST = register_domain(Domain(
     source=IdxSource(Path("/usr/share/datasets/fashion-mnist"),
                      install_hint="install it with `apt-get install -y dataset-fashion-mnist`"),
     budgets=Budgets(linf_eps=0.1, l2_eps=1.5, on_manifold_eta=2.0),
-    weights_dir=Path(__file__).parent / "weights" / "fashion_mnist",
+    weights_dir=Path(__file__).parents[1] / "weights" / "fashion_mnist",
     title="Fashion-MNIST",
 ))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .projection import ProjectionConfig, ProjectionResult
+from ..projection.loop import ProjectionConfig, ProjectionResult
 from .purifiers import ProjectionPurifier, Purifier
 
 __all__ = ["PurifiedClassifier", "DefendedClassifier", "GradientMode"]
@@ -26,12 +26,12 @@ GradientMode = Literal["detached", "bpda", "exact", "unrolled"]
 
 
 class PurifiedClassifier(nn.Module):
-    """C(P(x)): any classifier behind any purifier (:mod:`manifold_defense.purifiers`).
+    """C(P(x)): any classifier behind any purifier (:mod:`manifold_defense.purify`).
 
     Args:
         classifier: C, images -> logits.
-        purifier: P, a :class:`~manifold_defense.purifiers.Purifier` (wrap a plain module with
-            :func:`~manifold_defense.purifiers.as_purifier`).
+        purifier: P, a :class:`~manifold_defense.purify.Purifier` (wrap a plain module with
+            :func:`~manifold_defense.purify.as_purifier`).
         gradient: what ``forward`` gives autograd with respect to x: ``"detached"`` (default; P is
             a constant, what a naive white-box attacker sees), ``"bpda"`` (the backward pass treats P
             as the identity) or ``"exact"`` (P's own exact gradient as deployed: what an adaptive
@@ -64,7 +64,7 @@ class PurifiedClassifier(nn.Module):
         if not isinstance(classifier, nn.Module):
             raise TypeError("classifier must be a torch.nn.Module")
         if not isinstance(purifier, Purifier):
-            raise TypeError(f"purifier must be a manifold_defense.purifiers.Purifier, got {type(purifier).__name__}; "
+            raise TypeError(f"purifier must be a manifold_defense.purify.Purifier, got {type(purifier).__name__}; "
                             "wrap your module: as_purifier(module, randomized=...)")
         if gradient not in self.GRADIENTS:
             raise ValueError(f"gradient must be one of {self.GRADIENTS}, got {gradient!r}")
@@ -113,7 +113,7 @@ class PurifiedClassifier(nn.Module):
 
 class DefendedClassifier(PurifiedClassifier):
     """C(G(z*(x))): a classifier behind a projection onto a generator's range (Defense-GAN): a
-    :class:`PurifiedClassifier` whose purifier is a :class:`~manifold_defense.purifiers.ProjectionPurifier`.
+    :class:`PurifiedClassifier` whose purifier is a :class:`~manifold_defense.purify.ProjectionPurifier`.
 
     Args:
         classifier: C, images -> logits.
@@ -129,7 +129,7 @@ class DefendedClassifier(PurifiedClassifier):
             (Athalye et al. 2018);
             ``"exact"``: the true gradient through every optimisation step of the projection as
             deployed (same config, restarts, warm start), in the memory of ``checkpoint_every``
-            steps (:mod:`manifold_defense.exact_gradient`): what an adaptive attacker uses;
+            steps (:mod:`manifold_defense.projection.exact_gradient`): what an adaptive attacker uses;
             ``"unrolled"``: the same gradient with every step kept in the graph (memory grows with
             steps x restarts; also reaches the generator's parameters).
         checkpoint_every: steps per recomputed segment in ``"exact"`` mode.
@@ -218,7 +218,7 @@ class DefendedClassifier(PurifiedClassifier):
         return self.purifier.image_shape
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate a batch for this model (see :func:`manifold_defense.validation.check_images`)."""
+        """Validate a batch for this model (see :func:`manifold_defense.utils.validation.check_images`)."""
         return self.purifier.check_input(x)
 
     def project(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .suite import Row, spec_of
+from ..suite import Row, spec_of
 
 __all__ = ["Check", "falls_to_chance", "more_effort_is_stable", "whitebox_beats_gradient_free",
            "breaks_undefended", "gradient_health", "families_agree"]

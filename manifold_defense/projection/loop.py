@@ -1,4 +1,4 @@
-"""The projection engine: z* = argmin_z ||A(G(z)) - A(x)||^2 + lambda ||z||^2, batched.
+"""The projection loop: z* = argmin_z ||A(G(z)) - A(x)||^2 + lambda ||z||^2, batched.
 
 Every image gets R restarts, and all images x restarts of a chunk are optimised as one
 (rows, k) tensor: one generator call per step for the whole chunk, never a Python loop per image.
@@ -27,17 +27,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .operators import Identity
-from .validation import check_images, module_device_dtype
+from ..utils.validation import module_device_dtype
 
-__all__ = ["ProjectionConfig", "ProjectionLoop", "ProjectionResult", "project", "latent_dim_of"]
+__all__ = ["ProjectionConfig", "ProjectionLoop", "ProjectionResult", "latent_dim_of"]
 
 
 @dataclass(frozen=True)
@@ -194,7 +192,7 @@ class ProjectionLoop(nn.Module):
     The loop is split so that it can be resumed: :meth:`init_state` builds the optimiser state from
     the starting points, :meth:`advance` runs steps ``[start, stop)`` on a state, :meth:`finish` picks
     the best restart. ``forward`` is the three in a row; the checkpointed exact gradient
-    (:func:`manifold_defense.exact_gradient.checkpointed_projection`) runs the same three methods
+    (:func:`manifold_defense.projection.exact_gradient.checkpointed_projection`) runs the same three methods
     segment by segment and recomputes each segment in the backward pass.
 
     The state is the tuple (z, m1, m2, active, best, stale, last_loss, owner): rows of latent codes,
@@ -336,128 +334,3 @@ class ProjectionLoop(nn.Module):
                                     create_graph)
         x_hat, z_best, residual, loss, final_calls = self.finish(y, state[0], state[7], b, create_graph)
         return x_hat, z_best, residual, loss, calls + final_calls
-
-
-def project(
-    generator: nn.Module,
-    x: torch.Tensor | None,
-    config: ProjectionConfig | None = None,
-    *,
-    operator: nn.Module | None = None,
-    encoder: nn.Module | None = None,
-    rng: torch.Generator | None = None,
-    latent_dim: int | None = None,
-    create_graph: bool = False,
-    checkpoint_every: int | None = None,
-    measurements: torch.Tensor | None = None,
-) -> ProjectionResult:
-    """Find z* for each image of ``x`` and return G(z*) with diagnostics.
-
-    Args:
-        generator: G: (n, k) -> (n, C, H, W); its parameters are never modified.
-        x: images (N, C, H, W) in ``config.pixel_range``, on the generator's device and dtype.
-        config: optimisation settings (default ``ProjectionConfig()``).
-        operator: measurement operator A (default identity).
-        encoder: optional E: images -> (N, k); with ``config.use_encoder`` restart 0 starts at E(x).
-        rng: CPU ``torch.Generator`` for the restarts (overrides ``config.seed``). Restarts are drawn
-            on the CPU and then moved, so a seed gives the same restarts on every device.
-        latent_dim: k, if the generator has no ``latent_dim`` attribute.
-        create_graph: make ``x_hat`` carry the exact gradient of the whole optimisation with respect
-            to x (and the encoder's warm start); otherwise the result carries no gradient to x.
-        checkpoint_every: with ``create_graph``, keep only the optimiser state every this many steps
-            and recompute each segment in the backward pass (same gradient, memory of one segment;
-            see :mod:`manifold_defense.exact_gradient`). None keeps every step in the graph, which
-            also gives gradients to the generator's parameters.
-        measurements: y = A(x) given directly (inverse problems); then ``x`` may be None.
-
-    Returns:
-        :class:`ProjectionResult`.
-
-    Shape:
-        x (N, C, H, W) -> x_hat (N, C, H, W), z (N, k), residual (N,), loss (N,).
-
-    Raises:
-        TypeError, ValueError: bad images (see :func:`manifold_defense.validation.check_images`),
-            or a generator without ``latent_dim``.
-    """
-    config = config or ProjectionConfig()
-    if measurements is None and x is not None:
-        device, dtype = module_device_dtype(generator)
-        check_images(x, pixel_range=config.pixel_range, device=device, dtype=dtype)
-    return project_checked(generator, x, config, operator=operator, encoder=encoder, rng=rng, latent_dim=latent_dim,
-                           create_graph=create_graph, checkpoint_every=checkpoint_every, measurements=measurements)
-
-
-def project_checked(
-    generator: nn.Module,
-    x: torch.Tensor | None,
-    config: ProjectionConfig,
-    *,
-    operator: nn.Module | None = None,
-    encoder: nn.Module | None = None,
-    rng: torch.Generator | None = None,
-    latent_dim: int | None = None,
-    create_graph: bool = False,
-    checkpoint_every: int | None = None,
-    measurements: torch.Tensor | None = None,
-) -> ProjectionResult:
-    """:func:`project` for images the caller has already validated (so that a model's own check,
-    which also knows G's output shape, runs once per call, not twice)."""
-    operator = operator if operator is not None else Identity()
-    k = latent_dim_of(generator, latent_dim)
-    device, dtype = module_device_dtype(generator)
-    if measurements is None:
-        if x is None:
-            raise ValueError("project needs images x or measurements")
-        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            y = operator(x)
-        n_images, ref = x.shape[0], x
-    else:
-        if not isinstance(measurements, torch.Tensor) or not measurements.is_floating_point():
-            raise TypeError("measurements must be a floating-point torch.Tensor")
-        if not bool(torch.isfinite(measurements).all()):
-            raise ValueError("measurements contain NaN or infinite values")
-        if device is not None and measurements.device != device:
-            raise ValueError(f"measurements are on {measurements.device} but the generator is on {device}")
-        y, n_images, ref = measurements, measurements.shape[0], measurements
-    if not create_graph:
-        y = y.detach()
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 step or None, got {checkpoint_every}")
-    checkpointed = create_graph and checkpoint_every is not None and torch.is_grad_enabled()
-
-    if rng is None and config.seed is not None:
-        rng = torch.Generator().manual_seed(config.seed)
-    std = config.init_std if config.init_std is not None else 1.0 / math.sqrt(k)
-    # Drawn restart-major, so restart r of image i is the same draw whatever R is: more restarts
-    # only add candidates (and a seed gives the same restarts on every device).
-    z0 = torch.randn(config.restarts, n_images, k, generator=rng).transpose(0, 1)
-    z0 = (z0 * std).to(device=ref.device, dtype=ref.dtype)
-    if encoder is not None and config.use_encoder:
-        if x is None:
-            raise ValueError("an encoder warm start needs the images x, not only measurements")
-        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            z_enc = encoder(x)
-        if tuple(z_enc.shape) != (n_images, k):
-            raise ValueError(f"encoder returned shape {tuple(z_enc.shape)}, expected {(n_images, k)}")
-        z0 = torch.cat([z_enc.unsqueeze(1).to(z0.dtype), z0[:, 1:]], dim=1)
-
-    chunk = max(1, config.max_batch // config.restarts)
-    parts = []
-    calls = 0
-    loop = ProjectionLoop(generator, operator, config)
-    with torch.set_grad_enabled(torch.is_grad_enabled()):  # restores the caller's grad mode, even on error
-        for start in range(0, n_images, chunk):
-            sl = slice(start, start + chunk)
-            if checkpointed and checkpoint_every is not None:
-                from .exact_gradient import checkpointed_projection  # it imports this module
-
-                *part, c = checkpointed_projection(loop, y[sl], z0[sl], checkpoint_every)
-            else:
-                *part, c = loop(y[sl], z0[sl], create_graph)
-            parts.append(part)
-            calls += c
-    x_hat, z, residual, loss = (torch.cat(t) for t in zip(*parts))
-    if not create_graph:
-        x_hat, z, residual, loss = x_hat.detach(), z.detach(), residual.detach(), loss.detach()
-    return ProjectionResult(x_hat=x_hat, z=z, residual=residual, loss=loss, generator_calls=calls)

@@ -2,7 +2,7 @@
 
 Example:
     >>> import torch
-    >>> from manifold_defense.threat import clip_to_ball
+    >>> from manifold_defense.utils.threat import clip_to_ball
     >>> x = torch.full((1, 1, 2, 2), 0.5)
     >>> clip_to_ball(x + 0.3, x, 0.1, "linf", (0.0, 1.0)).max().item() <= 0.6 + 1e-6
     True

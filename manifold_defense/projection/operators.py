@@ -7,7 +7,7 @@ measures ``b(a(x))``, and ``a @ b`` means ``a(b(x))``.
 
 Example:
     >>> import torch
-    >>> from manifold_defense.operators import PixelMask, Downsample
+    >>> from manifold_defense.projection import PixelMask, Downsample
     >>> x = torch.rand(2, 1, 28, 28)
     >>> A = Downsample(2) @ PixelMask(torch.rand(1, 28, 28) > 0.5)
     >>> A(x).shape

@@ -11,7 +11,7 @@ same per-example results as an uninterrupted one.
 
 Example:
     >>> import tempfile, torch
-    >>> from eval.batch_cache import BatchCache
+    >>> from eval.suite.batch_cache import BatchCache
     >>> cache = BatchCache(tempfile.mkdtemp(), fingerprint="models")
     >>> key = cache.key({"eps": 0.1}, 0, 0, torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
     >>> cache.put(key, {"defended": (torch.tensor([True, False]),)})
@@ -31,8 +31,8 @@ from torch import nn
 
 __all__ = ["BatchCache", "code_fingerprint", "model_fingerprint"]
 
-_REPO = Path(__file__).resolve().parents[1]
-_CODE = ("manifold_defense", "attacks", "eval/suite.py")
+_REPO = Path(__file__).resolve().parents[2]
+_CODE = ("manifold_defense", "attacks", "eval/suite")
 
 
 def code_fingerprint() -> str:

@@ -17,7 +17,7 @@ model as one batch; a ``torch.Generator`` makes the draws reproducible.
 
 Example:
     >>> import torch
-    >>> from manifold_defense.smoothing import SmoothedClassifier
+    >>> from manifold_defense.certify import SmoothedClassifier
     >>> base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     >>> smoothed = SmoothedClassifier(base, num_classes=3, sigma=0.25)
     >>> gen = torch.Generator().manual_seed(0)
@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from .validation import check_images, module_device_dtype
+from ..utils.validation import check_images, module_device_dtype
 
 __all__ = ["SmoothedClassifier", "SoftSmoothed", "ABSTAIN", "clopper_pearson_lower", "binomial_p_value"]
 
@@ -218,7 +218,7 @@ class SoftSmoothed(nn.Module):
 
     Example:
         >>> import torch
-        >>> from manifold_defense.smoothing import SmoothedClassifier, SoftSmoothed
+        >>> from manifold_defense.certify import SmoothedClassifier, SoftSmoothed
         >>> base = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
         >>> soft = SoftSmoothed(SmoothedClassifier(base, num_classes=3, sigma=0.5), samples=8)
         >>> out = soft(torch.rand(2, 1, 2, 2))
