@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export GIT_PYTHON_REFRESH := quiet
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test setup data weights bench typecheck clean
+.PHONY: demo test test-fast setup data weights bench typecheck clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ demo: setup data
 
 test: setup data
 	$(PY) -m pytest -q
+
+# The inner loop (under a minute): every test but the end-to-end runs marked slow, which `make test` runs once.
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow"
 
 typecheck: setup
 	$(PY) -m mypy

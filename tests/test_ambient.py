@@ -49,6 +49,7 @@ def _ones_domain(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_critic_never_sees_an_unmeasured_real_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float] = []
     original = WGANCritic.forward

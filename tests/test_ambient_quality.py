@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from eval import ambient_quality
@@ -31,6 +32,7 @@ def test_class_coverage_sees_a_collapsed_generator() -> None:
     assert even["classes_covered"] == 10 and even["evenness"] == 1.0 and abs(even["confidence"] - 0.55) < 1e-6
 
 
+@pytest.mark.slow
 def test_the_table_on_a_tiny_generator_and_resume(tmp_path: Path) -> None:
     torch.manual_seed(0)
     save_model(WGANGenerator(latent_dim=8, dim=2).eval(), tmp_path / "tiny_0.5",

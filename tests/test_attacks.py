@@ -116,6 +116,7 @@ def test_apgd_t_breaks_the_undefended_classifier_and_pushes_toward_its_target(tr
         APGDTargeted(eps=0.1, targets=10)(trained_mlp, x, y)
 
 
+@pytest.mark.slow
 def test_bpda_beats_plain_pgd_through_the_defense(defended, data):
     x, y = data
     clean = accuracy(defended, x, y)

@@ -163,6 +163,7 @@ def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
                       "--out", str(tmp_path / "bad")])
 
 
+@pytest.mark.slow
 def test_the_amortised_denoiser_takes_another_encoder(tmp_path: Path) -> None:
     from manifold_defense.training import encoder as encoder_training
     from manifold_defense.models import load_model
@@ -188,6 +189,7 @@ def test_an_encoder_without_a_generative_denoiser_is_one_error_line(capsys: pyte
     assert err.count("\n") == 1 and err.startswith("error: --encoder") and "diffusion" in err
 
 
+@pytest.mark.slow
 def test_compile_draws_the_same_counts_as_eager(tmp_path: Path) -> None:
     torch.manual_seed(5)
     save_model(MLP(hidden=16, depth=1), tmp_path / "clf")

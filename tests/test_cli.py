@@ -147,6 +147,7 @@ def test_transfer_without_sources_is_one_error_line(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err == "error: --attacks transfer needs --transfer-from (the models whose adversarials transfer)\n"
 
 
+@pytest.mark.slow
 def test_python_m_answers_a_bad_flag_without_a_traceback() -> None:
     env = {**os.environ, "GIT_PYTHON_REFRESH": "quiet"}
     env.pop("MANIFOLD_DEFENSE_TRACEBACK", None)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifold_defense.models import load_model, read_config
+import pytest
+
+from manifold_defense.models import DDPM, load_model, read_config
 from manifold_defense.purify import DiffusionPurifier
-from manifold_defense.models import DDPM
 from manifold_defense.training import ddpm
 
 
+@pytest.mark.slow
 def test_a_tiny_ddpm_trains_resumes_and_purifies(tmp_path: Path) -> None:
     base = dict(width=4, batch_size=8, eval_every=2, max_t=50, timesteps=100, threads=1, device="cpu",
                 out=str(tmp_path / "ddpm"))

@@ -97,6 +97,7 @@ class _LinearGenerator(torch.nn.Module):
         return self.net(z).view(-1, 1, 28, 28)
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run_on_tiny_models(tiny_classifier, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import eval as eval_package

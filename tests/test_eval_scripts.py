@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_surrogate_comparison_quick(tmp_path: Path):
     from eval import surrogates
 
@@ -18,6 +21,7 @@ def test_surrogate_comparison_quick(tmp_path: Path):
     assert "robust accuracy [95% CI]" in (tmp_path / "surrogates.md").read_text()
 
 
+@pytest.mark.slow
 def test_exact_gradient_benchmark_quick(tmp_path: Path):
     from benchmarks import exact_gradient
 
@@ -33,6 +37,7 @@ def test_exact_gradient_benchmark_quick(tmp_path: Path):
     assert abs(a - b) <= 1e-4 * a
 
 
+@pytest.mark.slow
 def test_demo_and_projection_quality_run_on_the_shipped_weights(capsys):
     """The scripts behind `make demo` and the README's projection-quality figure run end to end
     (small sizes; their numbers are checked by the reports, not here)."""

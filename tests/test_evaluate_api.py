@@ -68,6 +68,7 @@ def _defended(user_module) -> DefendedClassifier:
                               ProjectionConfig(restarts=2, steps=4, init_std=1.0, seed=0)).eval()
 
 
+@pytest.mark.slow
 def test_evaluate_from_python_then_the_cli_with_import_agrees(user_module, tmp_path: Path) -> None:
     fashion = get_domain("fashion_mnist")
     x, y = fashion.load("test", limit=8)
@@ -106,6 +107,7 @@ def test_evaluate_builds_the_defense_from_a_classifier_and_a_generator(user_modu
         evaluate(_defended(user_module), x, None, suite=suite)
 
 
+@pytest.mark.slow
 def test_the_cli_without_import_names_the_class_and_the_flag(user_module, tmp_path: Path) -> None:
     save_bundle(_defended(user_module), tmp_path / "b")
     env = {**os.environ, "GIT_PYTHON_REFRESH": "quiet"}

@@ -70,6 +70,7 @@ ARGS = ["--num-images", "12", "--batch-size", "4", "--eps", "0.1", "--no-checks"
         "--quick"]
 
 
+@pytest.mark.slow
 def test_report_writes_outputs(tiny_bundle, tmp_path: Path):
     from eval import robustness
 
@@ -89,6 +90,7 @@ def test_report_writes_outputs(tiny_bundle, tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
+@pytest.mark.slow
 def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Path, free_port: int):
     from eval import robustness
 
@@ -189,6 +191,7 @@ def test_randomized_defense_is_judged_one_shot_worst_of_n_and_by_majority(traine
     assert {r.model for r in rows} == {"defended"}
 
 
+@pytest.mark.slow
 def test_skip_effort_check_runs_the_other_checks(tiny_bundle, tmp_path: Path):
     from eval import robustness
     from eval.report.checks import EFFORT_CHECK
@@ -202,6 +205,7 @@ def test_skip_effort_check_runs_the_other_checks(tiny_bundle, tmp_path: Path):
     assert "SKIPPED" in (tmp_path / "robustness.md").read_text()
 
 
+@pytest.mark.slow
 def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path):
     """A second run with --cache reads every (attack, batch) verdict back and reports the same
     per-example results; a changed budget is a different key (nothing stale is reused)."""
@@ -221,6 +225,7 @@ def test_batch_cache_resumes_with_identical_results(tiny_bundle, tmp_path: Path)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2 * 3 * 2
 
 
+@pytest.mark.slow
 def test_extend_reproduces_the_full_run_and_refuses_another_evaluation(tiny_bundle, tmp_path: Path):
     """--extend keeps a report's first images and attacks only the rest: the result is the one-go
     run's, image by image; a report of a different evaluation is refused with the setting named."""
@@ -246,6 +251,7 @@ def test_extend_reproduces_the_full_run_and_refuses_another_evaluation(tiny_bund
         robustness.main([*common, "--num-images", "12", "--extend", str(tmp_path / "ragged"), "--out", str(tmp_path / "z")])
 
 
+@pytest.mark.slow
 def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundle, tmp_path: Path, capsys):
     """--survivors-of A: only the images A's worst case leaves correct under some protocol are
     attacked, every other one is 0 in every row; A+THIS folds it in; misuse is refused by name."""
@@ -304,6 +310,7 @@ def test_survivors_of_attacks_only_what_earlier_reports_left_unbroken(tiny_bundl
                  options=ReportOptions(checks=False, progress=False, survivors_of=(str(tmp_path / "a"),)))
 
 
+@pytest.mark.slow
 def test_a_survivors_run_extends_with_its_sources_extended_and_its_own_batches(tiny_bundle, tmp_path: Path):
     """A survivors_of report extends to more images when each source report is the old one or extends
     it, with a batch size of its own (survivors form their own batches); its first images keep the old

@@ -40,6 +40,7 @@ def defended() -> DefendedClassifier:
                               encoder=Encoder(dim=4).eval()).eval()
 
 
+@pytest.mark.slow
 def test_torchscript_runs_in_fresh_process_without_project(defended, tmp_path: Path):
     artifact = export(defended, tmp_path / "defended.pt")
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -114,6 +115,7 @@ def test_export_rejects_non_defended(tmp_path: Path):
         export(ModelA(), tmp_path / "x.pt")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "manifold_defense.export", "--help"], capture_output=True, text=True,
                           timeout=120)

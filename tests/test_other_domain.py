@@ -97,6 +97,7 @@ def test_range_adapter_maps_tanh_output_into_the_domain(world):
         RangeAdapter(tanh_gan, from_range=(0.0, 1.0))  # contradicts what the generator declares
 
 
+@pytest.mark.slow
 def test_whole_pipeline_on_the_other_domain(world, tmp_path: Path):
     from eval import robustness
     from eval.suite import ATTACKS, register_transfer_source

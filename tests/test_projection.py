@@ -56,6 +56,7 @@ def test_seed_reproduces_bit_for_bit(tiny_generator):
     assert not torch.equal(a.z, d.z)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_the_answer(tiny_generator):
     x = torch.rand(5, 1, 28, 28, generator=seeded(5))
     whole = project(tiny_generator, x, FAST, rng=seeded())

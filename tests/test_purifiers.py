@@ -192,6 +192,7 @@ def test_a_diffusion_defense_exports_and_runs_without_the_library(tmp_path, trai
         export(defended, tmp_path / "again.pt")
 
 
+@pytest.mark.slow
 def test_the_report_cli_runs_a_diffusion_purifier(tmp_path) -> None:
     from eval import robustness
 

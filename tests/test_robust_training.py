@@ -49,6 +49,7 @@ def test_all_losses_train_save_and_resume(parts, tmp_path: Path):
     assert changed and read_config(tmp_path / "c")["metadata"]["config"]["iterations"] == 6
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_keep_replicas_identical(parts, tmp_path: Path, free_port: int):
     torchrun = Path(sys.executable).parent / "torchrun"
     result = tmp_path / "result.txt"

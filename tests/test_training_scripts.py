@@ -11,6 +11,7 @@ from manifold_defense.training import classifier, encoder, wgan_gp
 from manifold_defense.training.cli import parse_config
 
 
+@pytest.mark.slow
 def test_wgan_then_encoder_then_classifier(tmp_path: Path):
     gen_out, enc_out, clf_out = str(tmp_path / "g"), str(tmp_path / "e"), str(tmp_path / "c")
     wgan_gp.main(["--quick", "--iterations", "3", "--out", gen_out, "--device", "cpu"])
@@ -34,6 +35,7 @@ def test_cli_types_and_quick_overrides():
     assert config.lr == 0.5 and config.epochs == 2 and config.train_limit == 512
 
 
+@pytest.mark.slow
 def test_encoder_fine_tuned_for_noise_from_an_existing_encoder(tmp_path: Path):
     first, tuned = str(tmp_path / "e"), str(tmp_path / "e_noise")
     encoder.main(["--quick", "--iterations", "2", "--out", first, "--device", "cpu"])
