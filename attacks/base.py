@@ -14,8 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from manifold_defense.utils import Norm
-from manifold_defense.utils import check_images
+from manifold_defense.utils import Norm, check_images
 
 __all__ = ["AttackResult", "Model", "check_attack_inputs", "check_eps", "distance", "predict", "Norm"]
 

@@ -42,14 +42,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from manifold_defense.inverse import parse_family
+from manifold_defense.inverse import lasso_dct, parse_family, recover
 from manifold_defense.models import read_config
 from manifold_defense.utils import ToolParser, integer, integers, run
 from manifold_defense.domains import Domain, get_domain
-from manifold_defense.inverse import lasso_dct, recover
-from manifold_defense.projection import AdditiveNoise, Compose, GaussianMeasurement
+from manifold_defense.projection import AdditiveNoise, Compose, GaussianMeasurement, ProjectionConfig, project
 from manifold_defense.pretrained import available, load_named, load_pretrained
-from manifold_defense.projection import ProjectionConfig, project
 
 __all__ = ["frechet_distance", "penultimate_features", "class_coverage", "provenance", "main"]
 

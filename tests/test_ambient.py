@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from manifold_defense.inverse import BlurNoise, RandomBlock, RandomDropout, RandomProjection, parse_family
-from manifold_defense.models import read_config
-from manifold_defense.models import WGANCritic
+from manifold_defense.models import WGANCritic, read_config
 from manifold_defense.training import wgan_gp
 
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from eval import ambient_quality
-from manifold_defense.models import save_model
-from manifold_defense.models import WGANGenerator
+from manifold_defense.models import WGANGenerator, save_model
 
 
 def test_frechet_distance_of_gaussians_matches_the_closed_form() -> None:

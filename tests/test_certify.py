@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from eval import certify
-from manifold_defense.models import save_model
-from manifold_defense.models import MLP
+from manifold_defense.models import MLP, save_model
 
 
 def test_certify_report_on_a_checkpoint_resumes_from_its_cache(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifold_defense.models import CheckpointError, load_model, read_config, save_model
-from manifold_defense.models import MLP, Encoder, ModelA, WGANGenerator
+from manifold_defense.models import (CheckpointError, Encoder, MLP, ModelA, WGANGenerator, load_model, read_config, save_model)
 
 
 @pytest.mark.parametrize("model", [ModelA(width=4), MLP(hidden=8), WGANGenerator(latent_dim=8, dim=4), Encoder(dim=4)])

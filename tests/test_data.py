@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_defense.domains import DataFileError, idx_dataset, load_idx_split, read_idx
-from manifold_defense.domains import get_domain
+from manifold_defense.domains import DataFileError, get_domain, idx_dataset, load_idx_split, read_idx
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval import ReportOptions, SuiteConfig, evaluate
-from eval import robustness
+from eval import ReportOptions, SuiteConfig, evaluate, robustness
 from manifold_defense import DefendedClassifier, ProjectionConfig, save_bundle
 from manifold_defense.domains import get_domain
 

@@ -15,8 +15,7 @@ from torch import nn
 
 from manifold_defense import DefendedClassifier, ProjectionConfig, export, load, save_bundle
 from manifold_defense.domains import Budgets, domain_from_path, register_domain
-from manifold_defense.models import RangeAdapter
-from manifold_defense.models import ModelA, register_architecture
+from manifold_defense.models import ModelA, RangeAdapter, register_architecture
 
 K, CLASSES, SHAPE = 6, 5, (3, 32, 32)
 

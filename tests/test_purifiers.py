@@ -11,12 +11,10 @@ from torch import nn
 from attacks import ExactGradient
 from eval import ReportOptions, SuiteConfig, evaluate
 from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, as_purifier
-from manifold_defense.models import load_model, save_model
-from manifold_defense.purify import DiffusionPurifier
+from manifold_defense.models import DDPM, MLP, load_model, save_model
+from manifold_defense.purify import DiffusionPurifier, ProjectionPurifier, Purifier
 from manifold_defense.domains import get_domain
 from manifold_defense.projection import checkpointed_loop
-from manifold_defense.models import DDPM, MLP
-from manifold_defense.purify import ProjectionPurifier, Purifier
 
 
 class UserDenoiser(nn.Module):

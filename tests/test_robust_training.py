@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifold_defense.models import load_model, read_config, save_model
-from manifold_defense.models import Encoder, WGANGenerator
+from manifold_defense.models import Encoder, WGANGenerator, load_model, read_config, save_model
 from eval import train_robust
 from manifold_defense.training import robust
 
