@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import build
-from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def train(config: ClassifierConfig) -> nn.Module:
         "test_accuracy": test_acc,
         "learning_curve": curve,
         "train_seconds": round(time.monotonic() - start, 1),
+        **device_facts(device),
     })
     return model
 

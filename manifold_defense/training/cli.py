@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import shlex
+import sys
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 
 from ..utils.cli import ToolParser, integer, real
 
-__all__ = ["parse_config", "config_parser", "seed_everything", "resolve_device"]
+__all__ = ["parse_config", "config_parser", "seed_everything", "resolve_device", "device_facts", "command_line"]
 
 T = TypeVar("T")
 
@@ -36,6 +38,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def device_facts(device: torch.device) -> dict[str, Any]:
+    """What a checkpoint's JSON says about where it was trained: the device, the GPU's name on CUDA,
+    torch's version and the CPU threads."""
+    facts: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        facts["device_name"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run: ``python -m MODULE`` and its arguments (``sys.argv`` when
+    ``argv`` is None)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def _boolean(text: str) -> bool:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import DDPM
-from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
 from .state import has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,11 @@ def heldout_loss(model: DDPM, x: torch.Tensor, y: torch.Tensor | None = None, se
     return out
 
 
-def train(config: DDPMConfig) -> DDPM | None:
+def train(config: DDPMConfig, command: str | None = None) -> DDPM | None:
     """Train (or resume), keep the EMA weights, save ``OUT.safetensors`` + ``OUT.json``; returns the EMA
     model, or None when ``max_minutes`` stopped it first (the checkpoint is then the EMA so far, marked
-    ``stopped_by_budget``, and the state is saved for ``resume``).
+    ``stopped_by_budget``, and the state is saved for ``resume``). ``command``, the command line that
+    reproduces the run, goes into the JSON with the device.
 
     Raises:
         ValueError: max_t above timesteps, or a conditional model trained on t <= max_t < T.
@@ -178,6 +179,8 @@ def train(config: DDPMConfig) -> DDPM | None:
         "stopped_by_budget": not finished,
         "learning_curve": curve,
         "train_seconds": round(seconds0 + time.monotonic() - start, 1),
+        **device_facts(device),
+        **({"command": command} if command else {}),
     })
     return ema if finished else None
 
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(DDPMConfig, argv)
-    print(outcome(config.out, train(config) is not None))
+    print(outcome(config.out, train(config, command_line("manifold_defense.training.ddpm", argv)) is not None))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from ..models.checkpoint import load_model, save_model
 from ..domains.registry import resolve_domain, weights_path
 from ..models import Encoder
 from ..pretrained import load_named
-from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ def train(config: EncoderConfig) -> Encoder:
         "test_pixel_mse_G_of_E": test_mse,
         "learning_curve": curve,
         "train_seconds": round(time.monotonic() - start, 1),
+        **device_facts(device),
     })
     return E
 

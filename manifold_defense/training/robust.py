@@ -61,7 +61,7 @@ from ..models.checkpoint import load_model, save_model
 from ..domains.registry import Domain, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
-from .cli import resolve_device, seed_everything
+from .cli import device_facts, resolve_device, seed_everything
 from .state import has_state, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -437,6 +437,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
             "train_seconds": round(seconds0 + time.monotonic() - start, 1),  # all pieces of a resumed run
+            **device_facts(device),
         }
         save_model(C, out, metadata=metadata)
         if config.train_encoder and G is not None and E is not None:

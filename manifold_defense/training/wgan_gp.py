@@ -25,7 +25,7 @@ from ..inverse.ambient import MeasurementFamily, parse_family
 from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import WGANCritic, WGANGenerator
-from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
 from .state import has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def train(config: WGANConfig) -> WGANGenerator | None:
         "learning_curve": curve,
         "train_seconds": round(seconds0 + time.monotonic() - start, 1),
         "final_wasserstein_estimate": float(-wasserstein.item()),
+        **device_facts(device),
     })
     return G if finished else None
 
