@@ -53,6 +53,8 @@ BAD_FLAGS = [
     ("benchmarks.certify_throughput", ["--denoisers", "nope"], "--denoisers", "nope"),
     ("eval.ambient_quality", ["--cs-n", "0"], "--cs-n", "0"),
     ("eval.certify_table", ["--radius", "-1"], "--radius", "-1"),
+    ("eval.generate_data", ["--n", "0"], "--n", "0"),
+    ("eval.generate_data", ["--guidance", "-1"], "--guidance", "-1"),
 ]
 
 
