@@ -83,10 +83,13 @@ def sample_shard(generator: nn.Module, labeler: nn.Module, index: int, size: int
     gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
     device = next(labeler.parameters()).device
     conditional = isinstance(generator, DDPM) and generator.num_classes > 0
-    images, labels, predicted = [], [], []
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    predicted: list[torch.Tensor] = []
     for start in range(0, size, batch_size):
         count = min(batch_size, size - start)
-        if conditional:
+        y = torch.zeros(0, dtype=torch.long)
+        if isinstance(generator, DDPM) and generator.num_classes > 0:
             y = (torch.arange(count) + index * size + start) % num_classes
             x = generator.sample(y, steps=steps, guidance=guidance, generator=gen)
         elif isinstance(generator, DDPM):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from manifold_defense.models import Encoder, WGANGenerator, load_model, read_config, save_model
 from eval import train_robust
@@ -192,3 +193,67 @@ def test_croce_recipe_knobs(parts, tmp_path: Path):
     assert meta["architecture"] == "lenet_small" and meta["metadata"]["config"]["ae_frac"] == 0.5
     with pytest.raises(ValueError, match="ae_frac"):
         robust.train(robust.RobustConfig(ae_frac=0.0, manifold_weight=0, projection_weight=0), robust.Adversaries())
+
+
+def test_mixed_batches_take_the_exact_fraction_are_seeded_and_disjoint_across_ranks():
+    from manifold_defense.training.mixing import mixed_indices, split_batch
+
+    assert split_batch(64, 0.7) == (19, 45) and split_batch(10, 0.0) == (10, 0) and split_batch(10, 1.0) == (0, 10)
+    for it in range(12):
+        ranks = [mixed_indices(it, batch_size=10, fraction=0.7, n_real=50, n_generated=400, seed=3, rank=r, world=2)
+                 for r in (0, 1)]
+        for real, fake in ranks:
+            assert len(real) == 3 and len(fake) == 7
+        assert not set(ranks[0][0].tolist()) & set(ranks[1][0].tolist())
+        assert not set(ranks[0][1].tolist()) & set(ranks[1][1].tolist())
+        again = mixed_indices(it, batch_size=10, fraction=0.7, n_real=50, n_generated=400, seed=3, rank=1, world=2)
+        assert all(torch.equal(a, b) for a, b in zip(again, ranks[1]))
+    other = mixed_indices(0, batch_size=10, fraction=0.7, n_real=50, n_generated=400, seed=4)
+    assert not torch.equal(other[1], mixed_indices(0, batch_size=10, fraction=0.7, n_real=50, n_generated=400, seed=3)[1])
+    with pytest.raises(ValueError, match="fraction"):
+        split_batch(10, 1.5)
+    with pytest.raises(ValueError, match="exceeds"):
+        mixed_indices(0, batch_size=10, fraction=0.5, n_real=4, n_generated=400, seed=0)
+
+
+def test_the_weight_ema_lags_the_weights_and_refuses_a_decay_of_one():
+    from manifold_defense.training.ema import WeightEMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = WeightEMA(net, decay=0.99)
+    start = [p.clone() for p in ema.module.parameters()]
+    for _ in range(50):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1)
+        net(torch.randn(8, 3))  # moves the BatchNorm statistics
+        ema.update(net)
+    for p0, p_ema, p in zip(start, ema.module.parameters(), net.parameters()):
+        assert bool((p0 < p_ema).all()) and bool((p_ema < p).all())  # between the start and the last iterate
+    assert torch.equal(ema.module[1].running_mean, net[1].running_mean)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="decay"):
+        WeightEMA(net, decay=1.0)
+
+
+def test_training_on_generated_data_saves_the_ema_and_resumes(parts, tmp_path: Path):
+    from manifold_defense.domains import save_shard, shard_path
+
+    torch.manual_seed(0)
+    save_shard(shard_path(tmp_path / "gen", 0), torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)), seed=0)
+    extra = ("--generated", str(tmp_path / "gen"), "--generated-fraction", "0.75", "--ema", "0.9",
+             "--label-smoothing", "0.1", "--sampling", "epochs", "--manifold-weight", "0", "--projection-weight", "0")
+    train_robust.main(args(parts, tmp_path / "m", *extra))
+    meta = read_config(tmp_path / "m")["metadata"]
+    assert meta["config"]["generated_fraction"] == 0.75 and meta["config"]["ema"] == 0.9
+    saved = load_model(tmp_path / "m")
+    tensors = load_file(str(tmp_path / "m.state.safetensors"))
+    ema_weights = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    last = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    assert ema_weights and all(torch.equal(saved.state_dict()[k], v) for k, v in ema_weights.items())
+    assert any(not torch.equal(ema_weights[k], last[k]) for k in ema_weights)  # the EMA, not the last iterate
+    train_robust.main(args(parts, tmp_path / "m", *extra, "--resume", "true", "--iterations", "6"))
+    assert read_config(tmp_path / "m")["metadata"]["iterations_done"] == 6
+    with pytest.raises(ValueError, match="decay"):
+        train_robust.main(args(parts, tmp_path / "bad", "--ema", "1.0"))

@@ -74,7 +74,9 @@ def load_generated(root: str | Path, limit: int | None = None) -> tuple[torch.Te
     paths = sorted(Path(root).glob("shard_*.safetensors"))
     if not paths:
         raise GeneratedDataError(f"no generated shards (shard_*.safetensors) in {root}: run python -m eval.generate_data")
-    images, labels, total = [], [], 0
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    total = 0
     for path in paths:
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -27,6 +27,12 @@ A learning-rate schedule (constant, cosine, or step x0.1 at 50% and 75%), a wall
 (``--eval-every``: clean and PGD accuracy on ``--val-size`` held-out training images, stored in the
 checkpoint JSON) make the long baseline runs auditable.
 
+Training on generated data (Gowal et al. 2021; Wang et al. 2023): ``--generated DIR`` (shards written
+by ``python -m eval.generate_data``) makes exactly ``--generated-fraction`` of every batch generated
+images (:mod:`.mixing`); ``--label-smoothing`` smooths every cross-entropy term; ``--ema d`` keeps an
+exponential moving average of the weights (:mod:`.ema`) that the learning curve evaluates and the
+run saves instead of the last iterate.
+
 The loop needs two attacks (PGD examples, on-manifold pairs); it receives them as
 :class:`Adversaries` and never imports the ``attacks`` package (the core depends on nothing above
 it). The command-line script that builds them from ``attacks`` is ``eval.train_robust``:
@@ -43,6 +49,7 @@ Checkpoints are safetensors + JSON (the config is stored); ``--resume`` continue
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -58,10 +65,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.checkpoint import load_model, save_model
-from ..domains.registry import Domain, resolve_domain, weights_path
+from ..domains import Domain, load_generated, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import device_facts, resolve_device, seed_everything
+from .ema import WeightEMA
+from .mixing import mixed_indices
 from .state import has_state, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -78,7 +87,8 @@ class RobustConfig:
     BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
         "iterations": (1, None, False), "batch_size": (1, None, False), "lr": (0.0, None, True),
         "eta": (None, None, False), "pgd_eps": (None, None, False), "pgd_steps": (1, None, False),
-        "pgd_step_factor": (0.0, None, True), "ae_frac": (0.0, 1.0, True)}
+        "pgd_step_factor": (0.0, None, True), "ae_frac": (0.0, 1.0, True), "generated_fraction": (0.0, 1.0, False),
+        "label_smoothing": (0.0, 1.0, False), "ema": (0.0, 1.0, False)}
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"lr_schedule": SCHEDULES, "sampling": SAMPLINGS}
 
     domain: str = "fashion_mnist"
@@ -107,6 +117,10 @@ class RobustConfig:
     train_encoder: bool = False  # train C(G(E(x))) jointly (E and C; G frozen): every loss sees the pipeline
     reconstruction_weight: float = 0.0  # with train_encoder: + w * mean ||G(E(x)) - x||^2 (E stays a projection)
     lr_schedule: str = "constant"  # constant | cosine | step (x0.1 at 50% and 75%) | final_tenth (x0.1 for the last 10%)
+    generated: str = ""  # a folder of generated shards (python -m eval.generate_data); empty: real images only
+    generated_fraction: float = 0.7  # with generated: the exact share of every batch drawn from it
+    label_smoothing: float = 0.0  # smoothing of every cross-entropy term
+    ema: float = 0.0  # > 0: an EMA of the weights with this decay is evaluated and saved instead of the last iterate
     sampling: str = "replacement"  # replacement: batches drawn with replacement | epochs: a fresh permutation per epoch
     max_minutes: float = 0.0  # > 0: save and stop after this wall-clock budget (resume continues)
     eval_every: int = 0  # > 0: record clean / PGD accuracy on the held-out images every N iterations
@@ -262,10 +276,12 @@ def trades_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Ten
 
 
 def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, config: RobustConfig,
-                curve: list[dict[str, float]], seconds: float) -> None:
-    """The resumable state (:mod:`manifold_defense.training.state`): weights, Adam moments, step, config, curve."""
-    save_state(path, {"model": model}, {"opt": opt}, {"step": step, "config": dataclasses.asdict(config),
-                                                      "learning_curve": curve, "train_seconds": round(seconds, 1)})
+                curve: list[dict[str, float]], seconds: float, ema: WeightEMA | None = None) -> None:
+    """The resumable state (:mod:`manifold_defense.training.state`): weights (and their EMA), Adam
+    moments, step, config, curve."""
+    modules = {"model": model, **({"ema": ema.module} if ema is not None else {})}
+    save_state(path, modules, {"opt": opt}, {"step": step, "config": dataclasses.asdict(config),
+                                             "learning_curve": curve, "train_seconds": round(seconds, 1)})
 
 
 def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Module:
@@ -298,6 +314,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         raise ValueError(f"ae_frac must be in (0, 1], got {config.ae_frac}")
     if config.pgd_step_factor <= 0:
         raise ValueError(f"pgd_step_factor must be > 0, got {config.pgd_step_factor}")
+    if config.ema >= 1.0:
+        raise ValueError(f"ema must be a decay in [0, 1), got {config.ema}")
     if config.eval_every > 0 and config.val_size < 1:
         raise ValueError("eval_every > 0 needs val_size >= 1 held-out images")
     domain = resolve_domain(config.domain, config.data_dir)
@@ -332,6 +350,12 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             raise ValueError(f"val_size {config.val_size} leaves no training images (of {len(x_all)})")
         x_val, y_val = x_all[-config.val_size:], y_all[-config.val_size:]
         x_all, y_all = x_all[:-config.val_size], y_all[:-config.val_size]
+    x_gen = y_gen = None
+    if config.generated:
+        x_gen, y_gen = load_generated(config.generated)
+        if tuple(x_gen.shape[1:]) != tuple(domain.image_shape):
+            raise ValueError(f"generated images of shape {tuple(x_gen.shape[1:])} do not match the domain's {domain.image_shape}")
+        x_gen, y_gen = x_gen.to(device), y_gen.to(device)
     channels, size = domain.image_shape[0], domain.image_shape[-1]
     C = (load_model(checkpoint(config.init, "classifier"), map_location=device) if config.init
          else build(config.architecture, in_channels=channels, image_size=size, num_classes=domain.num_classes))
@@ -343,13 +367,17 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         trained = _AmortisedPipeline(C, G, E).train()
     model: nn.Module = nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    ema = WeightEMA(trained, config.ema) if config.ema > 0 else None
+    ce = functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     resumed = config.resume and has_state(out)
     step0, curve, seconds0 = 0, [], 0.0
     if resumed:
-        saved = load_state(out, {"model": trained}, {"opt": opt})
+        saved = load_state(out, {"model": trained, **({"ema": ema.module} if ema is not None else {})}, {"opt": opt})
         step0, curve, seconds0 = int(saved["step"]), list(saved.get("learning_curve", [])), float(saved.get("train_seconds", 0.0))
+    if ema is not None:
+        ema.updates = step0
     proj_cfg = ProjectionConfig(restarts=1, steps=config.projection_steps, optimizer="adam", lr=0.05,
                                 decay_at=(0.6,), lr_decay=0.3)
     start = time.monotonic()
@@ -362,11 +390,17 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         lr = lr_at(config, it)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = batch_indices(config, it, len(x_all), gen, rank, world).to(device)
-        x, y = x_all[idx], y_all[idx]
+        if x_gen is not None and y_gen is not None:
+            real, fake = mixed_indices(it, batch_size=config.batch_size, fraction=config.generated_fraction,
+                                       n_real=len(x_all), n_generated=len(x_gen), seed=config.seed, rank=rank, world=world)
+            real, fake = real.to(device), fake.to(device)
+            x, y = torch.cat([x_all[real], x_gen[fake]]), torch.cat([y_all[real], y_gen[fake]])
+        else:
+            idx = batch_indices(config, it, len(x_all), gen, rank, world).to(device)
+            x, y = x_all[idx], y_all[idx]
         losses: dict[str, torch.Tensor] = {}
         if config.clean_weight > 0:
-            losses["clean"] = config.clean_weight * F.cross_entropy(model(x), y)
+            losses["clean"] = config.clean_weight * ce(model(x), y)
         if config.reconstruction_weight > 0 and G is not None and E is not None:
             recon = (G(E(x)) - x).flatten(1).pow(2).sum(1).mean()  # the trained E through the frozen G
             losses["reconstruction"] = config.reconstruction_weight * recon
@@ -375,20 +409,20 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             if config.projection_weight > 0:
                 with torch.no_grad():
                     x_proj = G(z)
-                losses["projection"] = config.projection_weight * F.cross_entropy(model(x_proj), y)
+                losses["projection"] = config.projection_weight * ce(model(x_proj), y)
             if config.manifold_weight > 0 and adversaries.on_manifold is not None:
                 C.eval()
                 z_adv = adversaries.on_manifold(C, G, z, eta, config.manifold_steps, _seed(gen))
                 C.train()
                 with torch.no_grad():
                     x_adv = G(z_adv)
-                losses["manifold"] = config.manifold_weight * F.cross_entropy(model(x_adv), y)
+                losses["manifold"] = config.manifold_weight * ce(model(x_adv), y)
         if config.pgd_weight > 0 and adversaries.pgd is not None:
             n_adv = max(1, int(config.ae_frac * len(x)))  # Croce et al.'s ae_frac: the rest of the batch stays clean
             trained.eval()
             x_pgd = adversaries.pgd(trained, x[:n_adv], y[:n_adv], pgd_eps, config.pgd_steps, _seed(gen))
             trained.train()
-            losses["pgd"] = config.pgd_weight * F.cross_entropy(model(torch.cat([x_pgd, x[n_adv:]])), y)
+            losses["pgd"] = config.pgd_weight * ce(model(torch.cat([x_pgd, x[n_adv:]])), y)
         if config.trades_beta > 0 and adversaries.trades is not None:
             trained.eval()
             x_tr = adversaries.trades(trained, x, y, pgd_eps, config.pgd_steps, _seed(gen))
@@ -400,7 +434,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             C.train()
             with torch.no_grad():
                 x_def_proj = G(project(G, x_def, proj_cfg, encoder=E, rng=gen).z)
-            losses["defense"] = config.defense_weight * F.cross_entropy(model(x_def_proj), y)
+            losses["defense"] = config.defense_weight * ce(model(x_def_proj), y)
         loss = torch.stack(list(losses.values())).sum()
         if not torch.isfinite(loss):
             bad = [k for k, v in losses.items() if not torch.isfinite(v)]
@@ -409,25 +443,30 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(trained)
         if rank == 0 and it % 10 == 0:
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
         if rank == 0 and config.eval_every > 0 and (it + 1) % config.eval_every == 0:
-            trained.eval()
-            curve.append(_curve_point(trained, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
+            judged = ema.module if ema is not None else trained
+            judged.eval()
+            curve.append(_curve_point(judged, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
             trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
-            _checkpoint(out, trained, opt, it + 1, config, curve, seconds0 + time.monotonic() - start)
+            _checkpoint(out, trained, opt, it + 1, config, curve, seconds0 + time.monotonic() - start, ema)
     else:
         it = config.iterations
     trained.eval()
+    shipped = ema.module if ema is not None else trained  # what is evaluated and saved
+    C_out, E_out = (shipped.C, shipped.E) if isinstance(shipped, _AmortisedPipeline) else (shipped, E)
     if rank == 0:
         from .classifier import accuracy
 
         x_test, y_test = domain.load("test", limit=2000)
-        test_acc = accuracy(trained, x_test.to(device), y_test.to(device))
+        test_acc = accuracy(shipped, x_test.to(device), y_test.to(device))
         log.info("clean test accuracy (first 2000 test images) %.4f", test_acc)
-        _checkpoint(out, trained, opt, it, config, curve, seconds0 + time.monotonic() - start)
+        _checkpoint(out, trained, opt, it, config, curve, seconds0 + time.monotonic() - start, ema)
         metadata = {
             "trained_by": "manifold_defense.training.robust",
             "config": dataclasses.asdict(config),
@@ -439,9 +478,9 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "train_seconds": round(seconds0 + time.monotonic() - start, 1),  # all pieces of a resumed run
             **device_facts(device),
         }
-        save_model(C, out, metadata=metadata)
-        if config.train_encoder and G is not None and E is not None:
-            _save_amortised_defense(out, C, G, E, domain, metadata)
+        save_model(C_out, out, metadata=metadata)
+        if config.train_encoder and G is not None and E_out is not None:
+            _save_amortised_defense(out, C_out, G, E_out, domain, metadata)
     if world > 1:
         dist.barrier()
-    return C
+    return C_out
