@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export GIT_PYTHON_REFRESH := quiet
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast setup data weights bench typecheck clean
+.PHONY: demo test test-fast setup data weights bench typecheck clean device-suite
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,20 @@ typecheck: setup
 
 bench: setup data
 	$(PY) -m benchmarks.projection
+
+# The prepared GPU run (benchmarks/device_suite.py): here it lists the jobs and checks what would
+# travel (DRY_RUN=1, the default) or prepares .device/ (PREPARE=1); on a lent GPU the device tool
+# runs `bash benchmarks/device_run.sh` instead.
+DRY_RUN ?= 1
+device-suite: setup data
+ifeq ($(PREPARE),1)
+	$(PY) -m benchmarks.device_suite --prepare
+endif
+ifeq ($(DRY_RUN),1)
+	$(PY) -m benchmarks.device_suite --dry-run --jobs $(or $(JOBS),default)
+else
+	$(PY) -m benchmarks.device_suite --jobs $(or $(JOBS),default) --pack results/device
+endif
 
 # Retrain the shipped weights (about an hour on 2 CPU cores; minutes on a GPU).
 weights: setup data

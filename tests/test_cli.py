@@ -54,6 +54,9 @@ BAD_FLAGS = [
     ("eval.ambient_quality", ["--cs-n", "0"], "--cs-n", "0"),
     ("eval.certify_table", ["--radius", "-1"], "--radius", "-1"),
     ("eval.generate_data", ["--n", "0"], "--n", "0"),
+    ("benchmarks.device_suite", ["--jobs", "nosuch"], "--jobs", "nosuch"),
+    ("benchmarks.device_suite", ["--max-minutes", "0"], "--max-minutes", "0"),
+    ("benchmarks.training_throughput", ["--iters", "0"], "--iters", "0"),
     ("eval.generate_data", ["--guidance", "-1"], "--guidance", "-1"),
 ]
 

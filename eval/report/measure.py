@@ -129,5 +129,6 @@ def _record(opts: ReportOptions, described: dict[str, Any], base: SuiteConfig, d
                      "python": platform.python_version()},
         "threads": torch.get_num_threads(),
         "device": str(device),
+        **({"device_name": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
         "channels_last": opts.channels_last,
     }
