@@ -95,6 +95,32 @@ JOBS: tuple[Job, ...] = (
         ("eval/resume/ddpm_cfg.json", "eval/resume/ddpm_cfg.safetensors", "eval/resume/ddpm_cfg.state.json",
          "eval/resume/ddpm_cfg.state.safetensors"), long=True),
 )
+# Adversarial training on generated data against its control (issue #44): the reproduced baseline's
+# recipe (Croce et al. 2019's PGD-40 AT of LeNetSmall, classifier_lenet_at), both runs with EMA and label
+# smoothing, one with 70% of every batch generated. Resumable across leases through eval/resume.
+AT_RECIPE = ("-m", "eval.train_robust", "--architecture", "lenet_small", "--init", "", "--clean-weight", "0",
+             "--pgd-weight", "1", "--ae-frac", "0.5", "--pgd-steps", "40", "--pgd-step-factor", "2",
+             "--projection-weight", "0", "--manifold-weight", "0", "--batch-size", "128", "--iterations", "46000",
+             "--lr", "1e-3", "--lr-schedule", "final_tenth", "--sampling", "epochs", "--eval-every", "2300",
+             "--val-size", "1000", "--ema", "0.995", "--label-smoothing", "0.1", "--device", "cuda",
+             "--max-minutes", "4", "--resume", "true")
+
+
+def _at_job(name: str, *extra: str) -> Job:
+    stem = f"eval/resume/{name}"
+    return Job(name.replace("_", "-"), (*AT_RECIPE, *extra, "--out", stem), 5.0,
+               tuple(f"{stem}{suffix}" for suffix in (".json", ".safetensors", ".state.json", ".state.safetensors")),
+               long=True)
+
+
+JOBS += (
+    Job("generate-ddpm", ("-m", "eval.generate_data", "--generator", "eval/resume/ddpm_cfg", "--n", "200000",
+                          "--shard-size", "20000", "--batch-size", "5000", "--device", "cuda", "--max-minutes", "2",
+                          "--out", "data/generated/ddpm_cfg"), 3.0, ("data/generated/ddpm_cfg/generated.json",),
+        ("classifier",), long=True),
+    _at_job("at_control_lenet"),
+    _at_job("at_generated_lenet", "--generated", "data/generated/ddpm_cfg", "--generated-fraction", "0.7"),
+)
 BY_NAME = {job.name: job for job in JOBS}
 
 

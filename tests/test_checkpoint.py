@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifold_defense.models import (CheckpointError, Encoder, MLP, ModelA, WGANGenerator, load_model, read_config, save_model)
+from manifold_defense.models import (DDPM, MLP, CheckpointError, Encoder, ModelA, ResNetSmall, WGANGenerator, load_model, read_config,
+                                    save_model)
 
 
-@pytest.mark.parametrize("model", [ModelA(width=4), MLP(hidden=8), WGANGenerator(latent_dim=8, dim=4), Encoder(dim=4)])
+@pytest.mark.parametrize("model", [ModelA(width=4), MLP(hidden=8), WGANGenerator(latent_dim=8, dim=4), Encoder(dim=4),
+                                   ResNetSmall(width=4), DDPM(width=4, timesteps=20, num_classes=10)])
 def test_round_trip_gives_identical_outputs(tmp_path: Path, model: torch.nn.Module):
     model.eval()
     save_model(model, tmp_path / "m", metadata={"seed": 3})
     loaded = load_model(tmp_path / "m.json")
     x = torch.randn(2, 8) if isinstance(model, WGANGenerator) else torch.rand(2, 1, 28, 28)
+    args = (x, torch.tensor([3, 7]), torch.tensor([1, 10])) if isinstance(model, DDPM) else (x,)
     with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
+        assert torch.equal(model(*args), loaded(*args))
     assert type(loaded) is type(model) and not loaded.training
     assert read_config(tmp_path / "m")["metadata"] == {"seed": 3}
 

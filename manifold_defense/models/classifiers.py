@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ModelA", "LeNetSmall", "MLP"]
+__all__ = ["ModelA", "LeNetSmall", "MLP", "ResNetSmall"]
 
 
 class ModelA(nn.Module):
@@ -115,3 +115,56 @@ class MLP(nn.Module):
             "in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes,
             "hidden": self.hidden, "depth": self.depth,
         }
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.skip = nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(x))
+        shortcut = self.skip(h) if self.skip is not None else x
+        return self.conv2(torch.relu(self.bn2(self.conv1(h)))) + shortcut
+
+
+class ResNetSmall(nn.Module):
+    """A pre-activation ResNet (He et al. 2016) sized for 28x28 images: a 3x3 stem, three stages of
+    ``blocks`` residual blocks at widths w, 2w, 4w (strides 1, 2, 2), global average pooling and a
+    linear head. The larger architecture beside LeNetSmall for adversarial training on generated data
+    (gains from generated data grow with capacity: Gowal et al. 2021, Wang et al. 2023); about 0.3 M
+    parameters at ``width=32, blocks=1`` (LeNetSmall: 0.17 M), 1.2 M at ``width=64``.
+
+    Shape:
+        input (N, in_channels, image_size, image_size); output (N, num_classes).
+
+    Example:
+        >>> ResNetSmall(width=8)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 32,
+                 blocks: int = 1) -> None:
+        super().__init__()
+        if width < 1 or blocks < 1:
+            raise ValueError(f"width and blocks must be >= 1, got {width} and {blocks}")
+        self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.width, self.blocks = width, blocks
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)]
+        c = width
+        for stage, stride in enumerate((1, 2, 2)):
+            for b in range(blocks):
+                layers.append(_PreActBlock(c, width * 2 ** stage, stride if b == 0 else 1))
+                c = width * 2 ** stage
+        self.features = nn.Sequential(*layers, nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments that rebuild this architecture."""
+        return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes,
+                "width": self.width, "blocks": self.blocks}
