@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     torch.manual_seed(0)
     record: dict[str, Any] = {
-        "command": " ".join(["python -m benchmarks.training_throughput", *(argv if argv is not None else [])]),
+        "command": " ".join(["python -m benchmarks.training_throughput", *(sys.argv[1:] if argv is None else argv)]),
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "ddpm_training": [ddpm_training(w, args.ddpm_batch, args.iters, device) for w in ((16,) if args.quick else (16, 32))],
