@@ -25,15 +25,17 @@ its flags.
 
 Parts: :mod:`.config` (SuiteConfig, AttackSpec, Row), :mod:`.families` (the runners and the
 registry), :mod:`.run` (run_suite, worst_case, format_table), :mod:`.stats` (intervals, McNemar) and
-:mod:`.batch_cache` (resume a killed run). Library code: it never imports a command line of ``eval``.
+:mod:`.batch_cache` (resume a killed run), :mod:`.judge` (randomised defenses: select on some draws,
+judge on independent ones). Library code: it never imports a command line of ``eval``.
 """
 
 from .batch_cache import BatchCache, code_fingerprint, model_fingerprint
 from .config import WORST, AttackSpec, Row, SuiteConfig, is_randomized
 from .families import ATTACKS, register_transfer_source, spec_of, transfer_source
+from .judge import Judgement, select_and_judge
 from .run import format_table, run_suite, worst_case
 from .stats import format_accuracy, mcnemar_p, wilson_interval
 
 __all__ = ["SuiteConfig", "AttackSpec", "Row", "ATTACKS", "run_suite", "worst_case", "format_table", "is_randomized",
            "WORST", "register_transfer_source", "transfer_source", "spec_of", "BatchCache", "code_fingerprint",
-           "model_fingerprint", "format_accuracy", "mcnemar_p", "wilson_interval"]
+           "model_fingerprint", "format_accuracy", "mcnemar_p", "wilson_interval", "Judgement", "select_and_judge"]
