@@ -13,15 +13,13 @@ The optimiser (momentum SGD or Adam) is written out on tensors so that it can
 Only z is optimised: gradients are taken with ``torch.autograd.grad`` with respect to z alone, so
 the generator's parameters never accumulate ``.grad`` and are never modified.
 
+The entry point that draws the restarts and chunks the images is :func:`manifold_defense.projection.project`.
+
 Example:
-    >>> import torch
-    >>> from manifold_defense.models import WGANGenerator
-    >>> from manifold_defense.projection import ProjectionConfig, project
-    >>> G = WGANGenerator(dim=8).eval()
-    >>> x = G(torch.randn(4, 128)).detach()
-    >>> out = project(G, x, ProjectionConfig(restarts=2, steps=20), rng=torch.Generator().manual_seed(0))
-    >>> out.x_hat.shape, out.z.shape, out.residual.shape
-    (torch.Size([4, 1, 28, 28]), torch.Size([4, 128]), torch.Size([4]))
+    >>> from manifold_defense.projection import ProjectionConfig
+    >>> paper = ProjectionConfig.defense_gan()
+    >>> (paper.restarts, paper.steps, paper.optimizer), ProjectionConfig().use_encoder
+    ((10, 200, 'momentum'), True)
 """
 
 from __future__ import annotations
