@@ -118,6 +118,10 @@ JOBS += (
                           "--shard-size", "20000", "--batch-size", "5000", "--device", "cuda", "--max-minutes", "2",
                           "--out", "data/generated/ddpm_cfg"), 3.0, ("data/generated/ddpm_cfg/generated.json",),
         ("classifier",), long=True),
+    Job("certify-n100k", ("-m", "eval.certify", "--classifier", "classifier_lenet_noise_1.0", "--sigma", "1.0",
+                          "--num-images", "100", "--n", "100000", "--device", "cuda",
+                          "--out", "eval/reports/certify_lenet_noise_1.0_n100k_cuda"), 4.0,
+        ("eval/reports/certify_lenet_noise_1.0_n100k_cuda",), ("classifier_lenet_noise_1.0",), long=True),
     _at_job("at_control_lenet"),
     _at_job("at_generated_lenet", "--generated", "data/generated/ddpm_cfg", "--generated-fraction", "0.7"),
 )

@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "attack": {"name": "SmoothAdv (Salman et al. 2019)", "radii": list(args.attack_radii),
                    "steps": args.attack_steps, "samples": args.attack_samples, "predict_n": args.attack_n},
         "world_size": world, "threads": torch.get_num_threads(), "seconds": round(time.monotonic() - start, 1),
+        "device": args.device,
+        **({"device_name": torch.cuda.get_device_name(torch.device(args.device))} if args.device.startswith("cuda") else {}),
         "settings": _settings(args), "results": results,
     }
     if args.extend:
