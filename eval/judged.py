@@ -103,7 +103,7 @@ def _attack_runs(args: argparse.Namespace, defended: PurifiedClassifier, x: torc
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     surrogate = ExactGradient(defended, checkpoint_every=args.checkpoint_every)
-    runs = []
+    runs: list[list[np.ndarray]] = []
     todo = [(r, b) for r in range(args.runs) for b in range(0, len(x), args.batch_size)]
     for r, b in tqdm(todo, desc="attack runs x batches", unit="batch"):
         path = cache / f"run{r}_batch{b}.npy"
