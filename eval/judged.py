@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"majority_of_{args.votes}": round(judgement.majority_of(args.votes), 4),
         f"worst_of_{args.votes}": round(judgement.worst_of(args.votes), 4),
         "chosen_candidate": judgement.chosen.tolist(), "correct_of_draws": judgement.correct.tolist(),
-        "device": args.device, "seconds": round(time.monotonic() - start, 1),
+        "device": args.device, "threads": torch.get_num_threads(), "seconds": round(time.monotonic() - start, 1),
     }
     if args.doubling_of:
         record["doubling"] = _doubling(record, args.doubling_of)

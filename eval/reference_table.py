@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 from manifold_defense.utils import ToolParser, integer, real, run
 
-from .report.tables import (Column, ReportError, attack_markdown, load_column, load_report, reference_table, summary_markdown,
-                            summary_table)
+from .report.tables import (Column, ReportError, attack_markdown, judged_markdown, load_column, load_report, reference_table,
+                            summary_markdown, summary_table)
 from .suite.stats import mcnemar_p
 
 __all__ = ["Column", "Published", "PUBLISHED", "ReportError", "reference_table", "summary_table", "DEFAULT_COLUMNS", "COMPARISONS",
@@ -123,6 +123,9 @@ HEADLINE = (
     "+eval/reports/implicit_defense_gan_200+eval/reports/implicit_defense_gan_40_200+eval/reports/implicit_dlr_defense_gan_100:defended",
 )
 
+# --headline, after the table: the randomised rows judged on independent draws (python -m eval.judged).
+JUDGED: tuple[tuple[str, Path], ...] = ()
+
 
 @dataclass(frozen=True)
 class Published:
@@ -193,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> str:
         table += "\n" + "\n".join(p.row() for p in PUBLISHED[args.first])
     commands = {path: f"- `{path}`: `{load_report(path)['command']}`" for c in columns for path in c.reports}.values()
     text = "Reports (each written by the command shown):\n\n" + "\n".join(commands) + "\n\n" + table
+    if args.headline and JUDGED:
+        text += ("\n\nThe randomised rows judged on independent draws (python -m eval.judged: each image's "
+                 "candidate chosen on some draws, judged on others):\n\n" + judged_markdown(JUDGED))
     print(text)
     return text
 

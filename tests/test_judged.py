@@ -28,3 +28,19 @@ def test_a_quick_judged_run_resumes_folds_and_records_its_doubling(tmp_path: Pat
     assert folded["candidates_per_image"] == 5 and folded["folded"] == [str(tmp_path / "a")]
     assert set(folded["doubling"]) >= {"expected_one_shot_points", "majority_of_10_points", "converged"}
     assert json.loads((tmp_path / "b" / "judged.json").read_text())["n"] == 4
+
+
+def test_judged_reports_print_as_a_table_with_their_doubling_check(tmp_path: Path) -> None:
+    from eval.report.tables import ReportError, judged_markdown
+
+    record = {"n": 100, "votes": 10, "interval": [0.5, 0.6], "clean_expected": 0.8, "expected_one_shot": 0.55,
+              "majority_of_10": 0.52, "worst_of_10": 0.4, "candidates_per_image": 3, "judge_draws": 64,
+              "doubling": {"expected_one_shot_points": -0.5, "majority_of_10_points": -1.0, "worst_of_10_points": 0.0,
+                           "converged": True}}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "judged.json").write_text(json.dumps(record))
+    table = judged_markdown([("DiffPure", tmp_path / "r")])
+    assert "| DiffPure | 100 | 80.0% | 55.0% [50.0, 60.0] | 52.0% (of 10) | 40.0% (of 10) | 3 / 64 |" in table
+    assert "converged" in table
+    with pytest.raises(ReportError, match="no judged report"):
+        judged_markdown([("missing", tmp_path / "nothing")])

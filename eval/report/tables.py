@@ -21,7 +21,7 @@ from ..suite.stats import mcnemar_p, wilson_interval
 from .fold import defense_difference, extended_reports
 
 __all__ = ["Column", "ReportError", "reference_table", "summary_table", "load_report", "load_column",
-           "summary_markdown", "attack_markdown"]
+           "summary_markdown", "attack_markdown", "judged_markdown"]
 
 
 class ReportError(ValueError):
@@ -350,3 +350,30 @@ def _cell(accuracy: float, n: int) -> str:
     k = round(accuracy * n)
     lo, hi = wilson_interval(k, n)
     return f"{100 * accuracy:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def judged_markdown(rows: Sequence[tuple[str, Path]]) -> str:
+    """One row per ``python -m eval.judged`` report: expected one-shot accuracy with its interval,
+    majority and worst-of-N from the same independent judgement draws, the expected clean accuracy,
+    candidates per image, and the doubling check when the report has one.
+
+    Raises:
+        ReportError: a directory without judged.json.
+    """
+    lines = ["| randomised configuration (judged) | images | clean | expected one-shot | majority | worst-of-N "
+             "| candidates / judge draws | doubling check |", "|---|---|---|---|---|---|---|---|"]
+    for title, directory in rows:
+        path = Path(directory) / "judged.json"
+        if not path.is_file():
+            raise ReportError(f"no judged report at {path}: run its python -m eval.judged command")
+        r = json.loads(path.read_text())
+        votes, (lo, hi) = r["votes"], r["interval"]
+        doubling = r.get("doubling")
+        moved = ("–" if doubling is None else f"{doubling['expected_one_shot_points']:+.1f} / "
+                 f"{doubling[f'majority_of_{votes}_points']:+.1f} / {doubling[f'worst_of_{votes}_points']:+.1f} points"
+                 f" ({'converged' if doubling['converged'] else 'not converged'})")
+        lines.append(f"| {title} | {r['n']} | {100 * r['clean_expected']:.1f}% | {100 * r['expected_one_shot']:.1f}% "
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | {100 * r[f'majority_of_{votes}']:.1f}% (of {votes}) | "
+                     f"{100 * r[f'worst_of_{votes}']:.1f}% (of {votes}) | {r['candidates_per_image']} / {r['judge_draws']} "
+                     f"| {moved} |")
+    return "\n".join(lines)
