@@ -29,7 +29,7 @@ from attacks.base import predict
 from manifold_defense.utils import ToolParser, integer, real, run
 from manifold_defense.domains import resolve_domain
 
-from .robustness import _load_defense
+from .report.defenses import load_defense
 from .suite.stats import wilson_interval
 from .suite import WORST
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     domain = resolve_domain(args.domain)
     eps = args.eps if args.eps is not None else domain.budgets.linf_eps
-    defended = _load_defense(args.defense, args.classifier, "default", domain)
+    defended = load_defense(args.defense, args.classifier, "default", domain)
     deployed: torch.nn.Module = defended if args.model == "defended" else defended.classifier
     gradient: torch.nn.Module = ExactGradient(defended) if args.model == "defended" else defended.classifier
     attack = TorchAttack("AutoAttack", eps=eps, norm="Linf", version="standard", n_classes=domain.num_classes,

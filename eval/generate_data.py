@@ -47,7 +47,7 @@ from manifold_defense.models import DDPM
 from manifold_defense.pretrained import load_named
 from manifold_defense.utils import ToolParser, integer, real, run
 
-from .ambient_quality import frechet_distance, penultimate_features
+from .report.generative import frechet_distance, penultimate_features
 
 __all__ = ["build_parser", "main", "sample_shard"]
 

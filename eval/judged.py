@@ -42,7 +42,7 @@ from manifold_defense.purify import PurifiedClassifier
 from manifold_defense.utils import ToolParser, integer, real, run
 
 from .report import describe_purifier
-from .robustness import _load_defense
+from .report.defenses import load_defense
 from .suite.judge import JUDGE, correct_counts, select_and_judge
 
 __all__ = ["build_parser", "main"]
@@ -84,7 +84,7 @@ def _defense(args: argparse.Namespace) -> PurifiedClassifier:
         return diffpure_pretrained(domain, t_star=args.t_star, steps=args.sampler_steps,
                                    checkpoint_every=args.checkpoint_every, classifier=args.classifier or "classifier",
                                    ddpm=args.ddpm).eval()
-    return _load_defense(args.defense, args.classifier, args.projection, domain).eval()
+    return load_defense(args.defense, args.classifier, args.projection, domain).eval()
 
 
 def _quantise(delta: torch.Tensor, eps: float) -> np.ndarray:

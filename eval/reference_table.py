@@ -24,7 +24,7 @@ import argparse
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from manifold_defense.utils import ToolParser, integer, real, run
 

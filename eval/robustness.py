@@ -38,52 +38,19 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
 
-from manifold_defense import DefendedClassifier, ProjectionConfig, PurifiedClassifier, load
-from manifold_defense.models import CheckpointError, checkpoint_paths, load_model, read_config
+from manifold_defense import PurifiedClassifier
+from manifold_defense.domains import Domain, resolve_domain
+from manifold_defense.pretrained import DEFAULT_DEFENSE, SHIPPED_DEFENSES, diffpure_pretrained
 from manifold_defense.utils import ToolParser, integer, names, real, reals, run
-from manifold_defense.domains import Domain, resolve_domain, weights_path
-from manifold_defense.pretrained import (DEFAULT_DEFENSE, SHIPPED_DEFENSES, available, defended_pretrained,
-                                         diffpure_pretrained, load_named)
 
 from .report import DEFAULT_ATTACKS, ReportOptions, evaluate, plan
+from .report.defenses import classifier_name, load_defense, robust_training
 from .suite import ATTACKS, SuiteConfig
-
-
-def _load_defense(spec: str, classifier: str | None, projection: str, domain: Domain, channels_last: bool = False) -> DefendedClassifier:
-    """``spec`` "shipped": ``classifier`` (default: the standard ``classifier``) behind the domain's
-    shipped iterative projection; a key of ``SHIPPED_DEFENSES`` (e.g. "amortised_at", the library's
-    default defense): that shipped configuration, its classifier replaced by ``classifier`` if given;
-    any other spec: a bundle directory.
-
-    Raises:
-        ValueError: the defense's images do not have the domain's shape, or a classifier given with a bundle.
-    """
-    if classifier is not None and spec != "shipped" and spec not in SHIPPED_DEFENSES:
-        raise ValueError(f"--classifier replaces a shipped configuration's classifier; the bundle {spec!r} brings its own")
-    name = _classifier_name(spec, classifier)
-    if name is not None:
-        # A checkpoint path (stem of a .safetensors/.json pair) replaces the configuration's classifier.
-        own = name not in available(domain) and checkpoint_paths(name)[1].is_file()
-        clf: str | torch.nn.Module = load_model(name).eval() if own else name
-        defended = defended_pretrained(domain, defense="projection" if spec == "shipped" else spec, classifier=clf).eval()
-    else:
-        defended = load(spec)
-    if tuple(defended.image_shape) != tuple(domain.image_shape):
-        raise ValueError(f"the defense's generator makes images of shape {tuple(defended.image_shape)} but the "
-                         f"{domain.name} images are {domain.image_shape}")
-    if projection == "defense_gan":
-        defended.config, defended.encoder = ProjectionConfig.defense_gan(pixel_range=domain.pixel_range), None
-    if channels_last:
-        # The same float32 arithmetic in another memory layout (the generator was loaded here, so
-        # changing it in place touches nothing a caller owns): ~25% faster projection on CPU.
-        defended.generator.to(memory_format=torch.channels_last)
-    return defended
 
 
 def _load_diffusion(args: argparse.Namespace, domain: Domain) -> PurifiedClassifier:
@@ -95,31 +62,6 @@ def _load_diffusion(args: argparse.Namespace, domain: Domain) -> PurifiedClassif
     return diffpure_pretrained(domain, t_star=args.t_star, steps=args.sampler_steps, eta=args.eta,
                                checkpoint_every=args.checkpoint_every, classifier=args.classifier or "classifier",
                                ddpm=args.ddpm).eval()
-
-
-def _robust_training(classifier: str | None, domain: Domain) -> str | None:
-    """How a classifier checkpoint was adversarially trained, from the training config in its JSON
-    (None: standard training, or no config to read)."""
-    if classifier is None:
-        return None
-    stem = weights_path(domain, classifier) if classifier in available(domain) else Path(classifier)
-    try:
-        config = read_config(stem).get("metadata", {}).get("config", {})
-    except CheckpointError:
-        return None
-    terms = [f"{k} {config[k]:g}" for k in ("pgd_weight", "trades_beta", "defense_weight") if config.get(k, 0) > 0]
-    if config.get("train_encoder"):
-        terms.append("through the amortised defense")
-    return ", ".join(terms) or None
-
-
-def _classifier_name(spec: str, classifier: str | None) -> str | None:
-    """The classifier a report ran (None for a bundle: its own)."""
-    if classifier is not None:
-        return classifier
-    if spec == "shipped":
-        return "classifier"
-    return SHIPPED_DEFENSES[spec].classifier if spec in SHIPPED_DEFENSES else None
 
 
 def _sources(text: str) -> tuple[str, ...]:
@@ -266,15 +208,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             raise ValueError("--purifier diffusion replaces the projection: drop --defense and --projection")
         defended = _load_diffusion(args, domain).to(args.device)
     else:
-        defended = _load_defense(args.defense, args.classifier, args.projection, domain, args.channels_last).to(args.device)
+        defended = load_defense(args.defense, args.classifier, args.projection, domain, args.channels_last).to(args.device)
     x, y = domain.load("test", limit=n)
-    name = _classifier_name(args.defense, args.classifier)
+    name = classifier_name(args.defense, args.classifier)
     options = ReportOptions(checks=not args.no_checks, effort_check=not args.skip_effort_check, check_n=check_n,
                             large_eps=args.large_eps, cache=args.cache, extend=args.extend, partial_out=args.out,
                             survivors_of=args.survivors_of,
                             progress=True, name=args.defense if args.purifier == "projection" else "diffusion",
                             classifier_name=name if args.purifier == "projection" else (args.classifier or "classifier"),
-                            robust_training=_robust_training(name, domain),
+                            robust_training=robust_training(name, domain),
                             command=" ".join(["python -m eval.robustness", *argv_list]),
                             channels_last=args.channels_last)
     if args.dry_run is not None:

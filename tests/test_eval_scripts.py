@@ -54,7 +54,7 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
     import pytest
     import torch
 
-    from eval.robustness import _load_defense
+    from eval.report.defenses import load_defense
     from manifold_defense.models import save_model
     from manifold_defense.domains import get_domain
     from manifold_defense.models import build
@@ -63,25 +63,25 @@ def test_robustness_puts_a_checkpoint_path_behind_the_shipped_projection(tmp_pat
     torch.manual_seed(3)
     mine = build("model_a", width=8)
     save_model(mine, tmp_path / "mine")
-    defended = _load_defense("shipped", str(tmp_path / "mine"), "default", domain)
+    defended = load_defense("shipped", str(tmp_path / "mine"), "default", domain)
     assert sum(p.numel() for p in defended.classifier.parameters()) == sum(p.numel() for p in mine.parameters())
     for a, b in zip(defended.classifier.state_dict().values(), mine.state_dict().values()):
         assert torch.equal(a, b)
-    shipped = _load_defense("shipped", "classifier", "default", domain)  # a shipped name still wins
+    shipped = load_defense("shipped", "classifier", "default", domain)  # a shipped name still wins
     assert sum(p.numel() for p in shipped.classifier.parameters()) != sum(p.numel() for p in mine.parameters())
-    assert _load_defense("shipped", None, "default", domain).config.steps > 0  # the iterative projection
-    named = _load_defense("amortised_at", None, "default", domain)  # a shipped configuration by name
+    assert load_defense("shipped", None, "default", domain).config.steps > 0  # the iterative projection
+    named = load_defense("amortised_at", None, "default", domain)  # a shipped configuration by name
     assert named.config.steps == 0 and named.encoder is not None
     with pytest.raises(ValueError, match="brings its own"):
-        _load_defense(str(tmp_path / "some_bundle"), "classifier", "default", domain)
-    replaced = _load_defense("amortised_at", str(tmp_path / "mine"), "default", domain)
+        load_defense(str(tmp_path / "some_bundle"), "classifier", "default", domain)
+    replaced = load_defense("amortised_at", str(tmp_path / "mine"), "default", domain)
     assert sum(p.numel() for p in replaced.classifier.parameters()) == sum(p.numel() for p in mine.parameters())
 
 
 def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(tmp_path: Path):
     import pytest
 
-    from eval.robustness import _load_defense
+    from eval.report.defenses import load_defense
     from manifold_defense.models import save_model
     from manifold_defense.domains import get_domain
     from manifold_defense.models import build
@@ -89,20 +89,20 @@ def test_a_classifier_for_other_images_is_refused_behind_the_shipped_projection(
     import torch
 
     save_model(build("model_a", in_channels=3, width=8), tmp_path / "rgb")
-    defended = _load_defense("shipped", str(tmp_path / "rgb"), "default", get_domain("fashion_mnist"))
+    defended = load_defense("shipped", str(tmp_path / "rgb"), "default", get_domain("fashion_mnist"))
     with pytest.raises(ValueError, match="classifier and generator do not match"):  # the wrapper's own check
         defended(torch.rand(2, 1, 28, 28))
 
 
 def test_the_break_the_undefended_check_is_skipped_for_adversarially_trained_classifiers():
     from eval.report import checks
-    from eval.robustness import _robust_training
+    from eval.report.defenses import robust_training
     from manifold_defense.domains import get_domain
 
     domain = get_domain("fashion_mnist")
-    assert _robust_training("classifier", domain) is None
-    assert "pgd_weight" in (_robust_training("classifier_pgd_at", domain) or "")
-    assert "amortised" in (_robust_training("classifier_amortised_at", domain) or "")
+    assert robust_training("classifier", domain) is None
+    assert "pgd_weight" in (robust_training("classifier_pgd_at", domain) or "")
+    assert "amortised" in (robust_training("classifier_amortised_at", domain) or "")
     check = checks.breaks_undefended([], robust_training="pgd_weight 1")
     assert check.skipped and check.line().startswith("SKIPPED")
 

@@ -31,8 +31,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..utils.validation import module_device_dtype
-
 __all__ = ["ProjectionConfig", "ProjectionLoop", "ProjectionResult", "latent_dim_of"]
 
 
