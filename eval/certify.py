@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks import SmoothAdv
-from .certify_table import average_certified_radius, base_label, certified_accuracy, summarise
+from .report.certified import average_certified_radius, base_label, certified_accuracy, summarise
 from manifold_defense import ProjectionConfig
 from manifold_defense.utils import ToolParser, integer, real, reals, run
 from manifold_defense.purify import OneShotDenoiser

@@ -1,6 +1,6 @@
 """Dependencies point one way (docs/architecture.md): the core package never imports ``attacks`` or
 ``eval``; inside ``manifold_defense`` a room imports only rooms below it (siblings not at all); the
-library of ``eval`` never imports its command lines; no two files import each other; and no module
+library of ``eval`` never imports its command lines, nor one command line another; no two files import each other; and no module
 outside a domain's entry names a data set's constants. Imports are read from the source (``ast``),
 lazy ones inside functions included."""
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # manifold_defense's rooms, lowest first; rooms of equal rank are siblings and may not import each other.
 ROOM_RANK = {"utils": 0, "domains": 1, "models": 2, "projection": 3, "purify": 4, "inverse": 4, "certify": 4,
              "<front>": 5, "training": 6}
-EVAL_LIBRARY = {"eval/__init__.py", "eval/stats.py", "eval/suite", "eval/report"}  # files or folders
+EVAL_LIBRARY = {"eval/__init__.py", "eval/suite", "eval/report"}  # files or folders
 
 
 def _module_of(path: Path) -> list[str]:
@@ -100,6 +100,13 @@ def test_the_eval_library_never_imports_a_command_line():
     offenders = [f"{s.relative_to(REPO)} -> {t.relative_to(REPO)}" for s, targets in GRAPH.items() for t in targets
                  if s.parts[len(REPO.parts)] == "eval" and _is_library(s)
                  and t.parts[len(REPO.parts)] == "eval" and not _is_library(t)]
+    assert offenders == []
+
+
+def test_no_command_line_imports_another():
+    """What two commands share belongs in the library (eval/suite, eval/report)."""
+    offenders = [f"{s.relative_to(REPO)} -> {t.relative_to(REPO)}" for s, targets in GRAPH.items() for t in targets
+                 if s.parent == REPO / "eval" and t.parent == REPO / "eval" and not _is_library(s) and not _is_library(t)]
     assert offenders == []
 
 
