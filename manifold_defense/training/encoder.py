@@ -6,12 +6,16 @@ Loss per batch (Invert-and-Defend / bidirectional inversion):
 With ``--noise-sigma s`` the encoder sees clip(image + s * e), e ~ N(0, I), in both terms while the
 targets stay clean: G(E(.)) becomes a Gaussian denoiser for randomized smoothing (Salman et al.
 2020's MSE objective, with the generator fixed). ``--init`` starts from an existing encoder
-(fine-tuning, e.g. the shipped one).
+(fine-tuning, e.g. the shipped one). ``--classifier C --classification-weight w`` adds
+w * CE(C(G(E(noisy x))), y) with C frozen: the denoiser trained for the classifier that will read its
+output (Salman et al. 2020's classification objective; C's weights never change).
 
     python -m manifold_defense.training.encoder --generator manifold_defense/weights/fashion_mnist/generator \
         --out manifold_defense/weights/fashion_mnist/encoder
     python -m manifold_defense.training.encoder --init encoder --noise-sigma 0.5 --iterations 1500 \
         --out manifold_defense/weights/fashion_mnist/encoder_noise_0.5     # a denoiser for sigma 0.5
+    python -m manifold_defense.training.encoder --init encoder_noise_0.5 --noise-sigma 0.5 \
+        --classifier classifier_lenet --classification-weight 1 --iterations 1500 --out runs/encoder_clf_0.5
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class EncoderConfig:
     generator: str = ""  # empty: the domain's shipped generator
     init: str = ""  # empty: a fresh encoder; else a shipped encoder's name or a checkpoint path to fine-tune
     noise_sigma: float = 0.0  # Gaussian noise (pixel units) on the encoder's inputs; targets stay clean
+    classifier: str = ""  # with classification_weight > 0: the frozen classifier read after G(E(.))
+    classification_weight: float = 0.0  # weight of CE(C(G(E(noisy x))), y) (Salman et al. 2020)
     domain: str = "fashion_mnist"
     data_dir: str = ""  # empty: the domain's own files
     out: str = "runs/encoder"
@@ -73,9 +79,14 @@ def train(config: EncoderConfig) -> Encoder:
     for p in G.parameters():  # our own loaded copy: freezing it touches nothing of the caller's
         p.requires_grad_(False)
     k = int(getattr(G, "latent_dim"))
-    x_train, _ = domain.load("train")
+    if config.classification_weight > 0 and not config.classifier:
+        raise ValueError("--classification-weight needs --classifier (the frozen classifier it trains for)")
+    C = load_named(config.classifier, domain, map_location=device).eval() if config.classification_weight > 0 else None
+    for p in (C.parameters() if C is not None else []):
+        p.requires_grad_(False)
+    x_train, y_train = domain.load("train")
     x_test, _ = domain.load("test", limit=1000)
-    x_train, x_test = x_train.to(device), x_test.to(device)
+    x_train, y_train, x_test = x_train.to(device), y_train.to(device), x_test.to(device)
     if config.init:
         E = load_named(config.init, domain, map_location=device).float()
         if not isinstance(E, Encoder) or int(getattr(E, "latent_dim", -1)) != k:
@@ -108,10 +119,14 @@ def train(config: EncoderConfig) -> Encoder:
     bar = tqdm(range(config.iterations), desc="encoder", unit="it")
     for it in bar:
         z = torch.randn(config.batch_size, k, generator=gen).to(device)
-        x = x_train[torch.randint(0, len(x_train), (config.batch_size,), generator=gen).to(device)]
+        idx = torch.randint(0, len(x_train), (config.batch_size,), generator=gen).to(device)
+        x = x_train[idx]
         loss_z = F.mse_loss(E(noisy(G(z))), z)
-        loss_x = F.mse_loss(G(E(noisy(x))), x)
+        x_hat = G(E(noisy(x)))
+        loss_x = F.mse_loss(x_hat, x)
         loss = config.latent_weight * loss_z + config.pixel_weight * loss_x
+        if C is not None:
+            loss = loss + config.classification_weight * F.cross_entropy(C(x_hat), y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
