@@ -57,7 +57,6 @@ PROJECTION = ProjectionConfig(restarts=4, steps=100, init_std=1.0, seed=0)
 CS_NOISE = 0.01
 
 
-@torch.no_grad()
 def _pairs(text: str) -> list[tuple[str, str]]:
     """--generators: comma list of LABEL=NAME_OR_PATH (a bare NAME is its own label)."""
     items = [t.strip() for t in text.split(",") if t.strip()]

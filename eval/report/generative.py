@@ -38,6 +38,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)
 
 
+@torch.no_grad()
 def penultimate_features(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """The input of the classifier's last linear layer, and its softmax output, for every image.
 
