@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def sample_shard(generator: nn.Module, labeler: nn.Module, index: int, size: int, *, seed: int, steps: int,
-                 guidance: float, batch_size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Shard ``index``: (images, labels, labeler's predictions), drawn from its own CPU seed.
+def sample_shard(generator: nn.Module, labeler: nn.Module, index: int, size: int, *, first: int, seed: int, steps: int,
+                 guidance: float, batch_size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shard ``index`` (``size`` samples, the first being sample ``first`` of the set): (images,
+    labels), drawn from its own CPU seed.
 
     A conditional DDPM gets balanced labels (sample j of the set: class j mod ``num_classes``); any
     other generator's samples are labelled by ``labeler``.
@@ -85,23 +86,20 @@ def sample_shard(generator: nn.Module, labeler: nn.Module, index: int, size: int
     conditional = isinstance(generator, DDPM) and generator.num_classes > 0
     images: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
-    predicted: list[torch.Tensor] = []
     for start in range(0, size, batch_size):
         count = min(batch_size, size - start)
         y = torch.zeros(0, dtype=torch.long)
         if isinstance(generator, DDPM) and generator.num_classes > 0:
-            y = (torch.arange(count) + index * size + start) % num_classes
+            y = (torch.arange(count) + first + start) % num_classes
             x = generator.sample(y, steps=steps, guidance=guidance, generator=gen)
         elif isinstance(generator, DDPM):
             x = generator.sample(n=count, steps=steps, generator=gen)
         else:
             z = torch.randn(count, int(getattr(generator, "latent_dim")), generator=gen).to(device)
             x = generator(z)
-        pred = labeler(x.to(device)).argmax(1).cpu()
         images.append(x.cpu())
-        labels.append(y if conditional else pred)
-        predicted.append(pred)
-    return torch.cat(images), torch.cat(labels), torch.cat(predicted)
+        labels.append(y if conditional else labeler(x.to(device)).argmax(1).cpu())
+    return torch.cat(images), torch.cat(labels)
 
 
 def _quick_generator() -> nn.Module:
@@ -154,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     todo = [i for i in mine if not shard_complete(shard_path(out, i), size_of[i])]
     start, made = time.monotonic(), 0
     for i in tqdm(todo, desc=f"shards (rank {rank})", unit="shard", disable=not todo):
-        x, y, _ = sample_shard(generator, labeler, i, size_of[i], seed=args.seed, steps=args.steps,
+        x, y = sample_shard(generator, labeler, i, size_of[i], first=i * args.shard_size, seed=args.seed, steps=args.steps,
                                guidance=args.guidance, batch_size=args.batch_size, num_classes=domain.num_classes)
         save_shard(shard_path(out, i), x, y, seed=args.seed, pixel_range=domain.pixel_range)
         made += size_of[i]

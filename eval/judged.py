@@ -43,7 +43,7 @@ from manifold_defense.utils import ToolParser, integer, real, run
 
 from .report import describe_purifier
 from .report.defenses import load_defense
-from .suite.judge import JUDGE, correct_counts, select_and_judge
+from .suite.judge import JUDGE, Judgement, correct_counts, select_and_judge
 
 __all__ = ["build_parser", "main"]
 
@@ -134,8 +134,6 @@ def _doubling(record: dict[str, Any], other_dir: str) -> dict[str, Any]:
     votes, m_a, m_b = record["votes"], record["judge_draws"], other["judge_draws"]
 
     def figures(r: dict[str, Any], m: int) -> tuple[float, float, float]:
-        from .suite.judge import Judgement
-
         j = Judgement(torch.tensor(r["correct_of_draws"][:n]), m, torch.zeros(n, dtype=torch.long))
         return j.expected(), j.majority_of(votes), j.worst_of(votes)
 
