@@ -187,6 +187,8 @@ def dry_run(jobs: Sequence[Job], minutes: float) -> dict[str, Any]:
     if size > LIMIT_BYTES:
         problems.append(f"{plan['travel_mib']} MiB would travel (limit 64): run --stage first "
                         f"({plan['travel_mib_after_stage']} MiB after it), --unstage after the call")
+    if STASH.exists() and any(p.is_file() for p in STASH.rglob("*")):
+        problems.append(f"files are staged in {STASH}: run --unstage before you commit anything")
     if plan["minutes_planned"] > minutes:
         problems.append(f"the jobs plan {plan['minutes_planned']} minutes, over --max-minutes {minutes}: the last are skipped")
     plan["problems"] = problems
