@@ -113,6 +113,20 @@ def _at_job(name: str, *extra: str) -> Job:
                long=True)
 
 
+# Issue #45: the baseline + DiffPure row judged on independent draws, and its doubling check (steps and
+# EOT doubled), on the first 100 test images.
+_JUDGED_OUT = "eval/resume/judged_diffpure_lenet_at_t100_{}"
+
+
+def _judged_job(name: str, runs: str, steps: str, eot: str, minutes: float, *extra: str) -> Job:
+    out = _JUDGED_OUT.format(name.rsplit("-", 1)[-1])
+    return Job(name, ("-m", "eval.judged", "--purifier", "diffusion", "--classifier", "classifier_lenet_at", "--t-star",
+                      "100", "--sampler-steps", "10", "--num-images", "100", "--runs", runs, "--steps", steps, "--eot", eot,
+                      "--select-draws", "16", "--judge-draws", "64", "--batch-size", "100", "--device", "cuda", *extra,
+                      "--out", out), minutes, (out,),
+               ("classifier_lenet_at", "ddpm"), long=True)
+
+
 JOBS += (
     Job("generate-ddpm", ("-m", "eval.generate_data", "--generator", "eval/resume/ddpm_cfg", "--n", "200000",
                           "--shard-size", "20000", "--batch-size", "5000", "--device", "cuda", "--max-minutes", "2",
@@ -122,6 +136,8 @@ JOBS += (
                           "--num-images", "100", "--n", "100000", "--device", "cuda",
                           "--out", "eval/reports/certify_lenet_noise_1.0_n100k_cuda"), 4.0,
         ("eval/reports/certify_lenet_noise_1.0_n100k_cuda",), ("classifier_lenet_noise_1.0",), long=True),
+    _judged_job("judged-diffpure-base", "4", "200", "8", 3.0),
+    _judged_job("judged-diffpure-x2", "4", "400", "16", 7.0, "--doubling-of", _JUDGED_OUT.format("base")),
     _at_job("at_control_lenet"),
     _at_job("at_generated_lenet", "--generated", "data/generated/ddpm_cfg", "--generated-fraction", "0.7"),
 )
