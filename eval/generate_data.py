@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "generator": "quick tiny DDPM" if args.quick else args.generator, "labeler": args.labeler,
         "conditional": conditional, "n": args.n, "shards": shards, "shard_size": args.shard_size,
         "steps": args.steps, "guidance": args.guidance if conditional else None, "seed": args.seed,
-        "device": str(device), "world_size": world, "torch": torch.__version__,
+        "device": str(device), "world_size": world, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "seconds_this_run": round(seconds, 1), "samples_this_run": made,
         "samples_per_second": round(made / seconds, 1) if made and seconds > 0 else None,
     }
