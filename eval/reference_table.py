@@ -124,7 +124,10 @@ HEADLINE = (
 )
 
 # --headline, after the table: the randomised rows judged on independent draws (python -m eval.judged).
-JUDGED: tuple[tuple[str, Path], ...] = ()
+JUDGED: tuple[tuple[str, Path], ...] = (
+    ("the baseline + DiffPure (t* = 100, 10 steps): 2 exact APGD-CE runs, 100 steps, EOT 4 (first 100; not converged)",
+     Path("eval/reports/judged_diffpure_lenet_at_t100_100")),
+)
 
 
 @dataclass(frozen=True)
