@@ -35,6 +35,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_noise_0.5",
     "eval/reports/certify_lenet_noise_1.0",
     "eval/reports/certify_lenet_noise_0.25",
+    "eval/reports/certify_lenet_consistency_1.0",  # Gaussian noise + consistency regularisation (Jeong & Shin 2020)
     "eval/reports/certify_lenet",
     "eval/reports/certify_lenet_amortised_500",
     "eval/reports/certify_lenet_diffusion_500",
