@@ -2,7 +2,7 @@
 
     python -m eval.generate_data --generator ddpm_cfg --n 100000 --out data/generated/ddpm_cfg
     python -m eval.generate_data --generator generator --labeler classifier --n 100000 --out data/generated/wgan
-    torchrun --nproc_per_node 2 -m eval.generate_data --generator ddpm_cfg --n 100000 --out data/generated/ddpm_cfg
+    torchrun --nproc_per_node 2 -m eval.generate_data --generator ddpm_cfg --num-samples 100000 --out data/generated/ddpm_cfg
     python -m eval.generate_data --quick --out runs/generated_quick
 
 Two kinds of generator (a shipped name or a checkpoint path):
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generator", default="ddpm_cfg", help="a shipped name or a checkpoint path (DDPM or GAN generator)")
     parser.add_argument("--labeler", default="classifier", help="the standard classifier that labels and judges samples")
-    parser.add_argument("--n", type=integer(1), default=100_000, help="samples in the set")
+    parser.add_argument("--num-samples", "--n", dest="n", type=integer(1), default=100_000,
+                        help="samples in the set (under torchrun write --num-samples: torchrun takes --n for its own)")
     parser.add_argument("--shard-size", type=integer(1), default=10_000, help="samples per shard file")
     parser.add_argument("--batch-size", type=integer(1), default=1000, help="samples generated at once")
     parser.add_argument("--steps", type=integer(1), default=25, help="DDIM steps of a DDPM")

@@ -15,8 +15,9 @@ chooses each image's candidate on ``--select-draws`` draws of the defense and ju
 accuracy (the mean of k / M, with a 95% interval over images), majority of N and worst-of-N from the
 same judgement draws, the expected clean accuracy, and k per image.
 
-``--fold DIRS`` adds the candidates of earlier runs on the same images and selects again, so folding
-never lowers a figure by draw luck alone. ``--doubling-of DIR`` records how far this (stronger)
+``--fold DIRS`` (with ``--runs 0``: nothing new attacked) adds the candidates of earlier runs on the same images and selects again, so folding
+never lowers a figure by draw luck alone. A DIR may also be an ``eval.robustness`` report of the same
+randomised defense: the candidates of its every attack family at this eps take part. ``--doubling-of DIR`` records how far this (stronger)
 command moved each figure from DIR's on the images both cover: the convergence rule of issue #45 is
 < 1 point expected one-shot and < 2 points majority / worst-of-10. A killed run resumes from
 ``OUT/cache`` (one file per run and batch).
@@ -41,9 +42,10 @@ from manifold_defense.pretrained import diffpure_pretrained
 from manifold_defense.purify import PurifiedClassifier
 from manifold_defense.utils import ToolParser, integer, real, run
 
-from .report import describe_purifier
+from .report import defense_difference, describe_purifier
 from .report.defenses import load_defense
-from .suite.judge import JUDGE, Judgement, correct_counts, select_and_judge
+from .report.judging import load_candidates
+from .suite.judge import JUDGE, Judgement, correct_counts, dequantise, quantise, select_and_judge
 
 __all__ = ["build_parser", "main"]
 
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--domain", default="fashion_mnist")
     parser.add_argument("--num-images", type=integer(1), default=200)
     parser.add_argument("--eps", type=real(0.0, low_open=True), default=None, help="Linf budget (default: the domain's)")
-    parser.add_argument("--runs", type=integer(1), default=4, help="attack runs: candidates per image")
+    parser.add_argument("--runs", type=integer(0), default=4,
+                        help="attack runs: candidates per image (0 with --fold: only choose among the folded ones)")
     parser.add_argument("--steps", type=integer(1), default=200, help="APGD steps per run")
     parser.add_argument("--eot", type=integer(1), default=8, help="EOT samples per attack step")
     parser.add_argument("--select-draws", type=integer(1), default=16)
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=integer(1), default=50)
     parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fold", default="", help="comma-separated earlier OUT directories to select among too")
+    parser.add_argument("--fold", default="",
+                        help="comma-separated earlier OUT directories or eval.robustness reports to select among too")
     parser.add_argument("--doubling-of", default="", help="an earlier OUT directory this command doubles")
     parser.add_argument("--out", default="results/judged")
     parser.add_argument("--quick", action="store_true", help="smoke sizes: 4 images, t* 10, 2 sampler steps, 2 runs")
@@ -85,16 +89,6 @@ def _defense(args: argparse.Namespace) -> PurifiedClassifier:
                                    checkpoint_every=args.checkpoint_every, classifier=args.classifier or "classifier",
                                    ddpm=args.ddpm).eval()
     return load_defense(args.defense, args.classifier, args.projection, domain).eval()
-
-
-def _quantise(delta: torch.Tensor, eps: float) -> np.ndarray:
-    return (delta / eps * 127).round().clamp(-127, 127).to(torch.int8).cpu().numpy()
-
-
-def _candidates(deltas: np.ndarray, x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> torch.Tensor:
-    """(K, N, ...) images x + dequantised deltas, clipped to the pixel range (inside the eps-ball)."""
-    d = torch.from_numpy(deltas.astype(np.float32)).to(x.device) * (eps / 127)
-    return (x[None] + d).clamp(*bounds)
 
 
 def _attack_runs(args: argparse.Namespace, defended: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor,
@@ -111,20 +105,44 @@ def _attack_runs(args: argparse.Namespace, defended: PurifiedClassifier, x: torc
             torch.manual_seed(args.seed * 1_000 + r)
             attack = APGD(eps=eps, steps=args.steps, loss="ce", eot_samples=args.eot, bounds=bounds, seed=args.seed + r)
             xb, yb = x[b:b + args.batch_size], y[b:b + args.batch_size]
-            np.save(path, _quantise(attack(surrogate, xb, yb).adversarial.detach() - xb, eps))
+            np.save(path, quantise(attack(surrogate, xb, yb).adversarial.detach() - xb, eps).numpy())
         if b == 0:
             runs.append([])
         runs[-1].append(np.load(path))
+    if not runs:
+        return np.zeros((0, *x.shape), dtype=np.int8)
     return np.stack([np.concatenate(parts) for parts in runs])
 
 
-def _load_folded(dirs: Sequence[str], n: int, eps: float) -> list[np.ndarray]:
+def _load_folded(dirs: Sequence[str], n: int, eps: float, defense: dict[str, Any]) -> list[np.ndarray]:
+    """The candidates of earlier ``eval.judged`` outputs or ``eval.robustness`` reports of this defense
+    (a report's every defended worst-case row at this eps), each (K, n, ...) int8.
+
+    Raises:
+        ValueError: a directory without candidates, of another defense or eps, or covering fewer images.
+    """
     folded = []
     for d in dirs:
-        record = json.loads((Path(d) / "judged.json").read_text())
-        if record["eps"] != eps or record["n"] < n:
-            raise ValueError(f"--fold {d}: eps {record['eps']} on {record['n']} images, this run eps {eps} on {n}")
-        folded.append(np.load(Path(d) / "candidates.npz")["deltas"][:, :n])
+        judged, report = Path(d) / "judged.json", Path(d) / "robustness.json"
+        record = json.loads((judged if judged.is_file() else report).read_text()) if judged.is_file() or report.is_file() else None
+        if record is None:
+            raise ValueError(f"--fold {d}: neither judged.json nor robustness.json there")
+        theirs = {k: v for k, v in record.get("defense", {}).items() if k in defense}
+        differs = defense_difference(theirs, json.loads(json.dumps(defense)))
+        if differs is not None:
+            raise ValueError(f"--fold {d}: another defense (it differs in {differs!r})")
+        if record["n"] < n:
+            raise ValueError(f"--fold {d}: it covers {record['n']} images, this run {n}")
+        if judged.is_file():
+            if record["eps"] != eps:
+                raise ValueError(f"--fold {d}: eps {record['eps']}, this run eps {eps}")
+            folded.append(np.load(Path(d) / "candidates.npz")["deltas"][:, :n])
+            continue
+        mine = {k: v for k, v in load_candidates(d).items() if k.split(" | ")[0] == repr(float(eps))}
+        if not mine:
+            raise ValueError(f"--fold {d}: no candidates at eps {eps} (a deterministic defense, or a report written "
+                             "before candidates were kept)")
+        folded.append(np.stack([v[:n].numpy() for v in mine.values()]))
     return folded
 
 
@@ -149,8 +167,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
-        args.num_images, args.t_star, args.sampler_steps, args.runs, args.steps = 4, 10, 2, 2, 2
+        args.num_images, args.t_star, args.sampler_steps, args.runs, args.steps = 4, 10, 2, min(args.runs, 2), 2
         args.eot, args.select_draws, args.batch_size = 1, 2, 4
+    folds = [d for d in args.fold.split(",") if d]
+    if args.runs == 0 and not folds:
+        raise ValueError("--runs 0 leaves only the clean image to judge: pass --fold REPORT,... or --runs >= 1")
     domain = resolve_domain(args.domain)
     eps = args.eps if args.eps is not None else domain.budgets.linf_eps
     bounds = domain.pixel_range
@@ -162,10 +183,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     x, y = x.to(args.device), y.to(args.device)
     out = Path(args.out)
     deltas = [np.zeros((1, *x.shape), dtype=np.int8), _attack_runs(args, defended, x, y, eps, bounds, out)]
-    folds = [d for d in args.fold.split(",") if d]
-    deltas += _load_folded(folds, len(x), eps)
+    deltas += _load_folded(folds, len(x), eps, describe_purifier(defended))
     all_deltas = np.concatenate(deltas)
-    judgement = select_and_judge(defended, _candidates(all_deltas, x, eps, bounds), y, select_draws=args.select_draws,
+    judgement = select_and_judge(defended, dequantise(torch.from_numpy(all_deltas), x, eps, bounds), y, select_draws=args.select_draws,
                                  judge_draws=args.judge_draws, seed=args.seed, batch_size=args.batch_size)
     clean = correct_counts(defended, x, y, draws=args.judge_draws, seed=args.seed + 1, purpose=JUDGE,
                            batch_size=args.batch_size).cpu()

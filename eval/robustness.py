@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the standard classifier behind DiffPure at t* = T with S reverse steps)")
     parser.add_argument("--checkpoint-every", type=integer(1), default=SuiteConfig.checkpoint_every,
                         help="projection (or sampler) steps per recomputed segment of the exact gradient")
+    parser.add_argument("--select-draws", type=integer(1), default=16,
+                        help="randomised defense: draws that choose each image's candidate among the attacks'")
+    parser.add_argument("--judge-draws", type=integer(0), default=64,
+                        help="randomised defense: independent draws that judge the chosen candidate (0: none)")
     parser.add_argument("--check-n", type=integer(1), default=100, help="images used by the sanity checks")
     parser.add_argument("--cache", default=None,
                         help="keep finished (attack, batch) verdicts in this directory; rerunning the same command resumes")
@@ -196,8 +200,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     budget = domain.budgets.linf_eps
     eps_list = list(args.eps) if args.eps else [budget / 2, budget, 2 * budget]
     n, check_n = args.n, args.check_n
+    select_draws, judge_draws = args.select_draws, args.judge_draws
     if args.quick:
         n, check_n, eps_list = min(n, 32), min(check_n, 16), eps_list[len(eps_list) // 2:][:1]
+        select_draws, judge_draws = min(select_draws, 2), min(judge_draws, 16)
         base = dataclasses.replace(base, pgd_steps=5, apgd_steps=5, apgd_t_steps=3, eot_steps=2, eot_samples=2, draws=min(3, base.draws),
                                    latent_steps=10, square_queries=50, on_manifold_steps=10,
                                    batch_size=min(16, args.batch_size))
@@ -213,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     name = classifier_name(args.defense, args.classifier)
     options = ReportOptions(checks=not args.no_checks, effort_check=not args.skip_effort_check, check_n=check_n,
                             large_eps=args.large_eps, cache=args.cache, extend=args.extend, partial_out=args.out,
-                            survivors_of=args.survivors_of,
+                            survivors_of=args.survivors_of, select_draws=select_draws, judge_draws=judge_draws,
                             progress=True, name=args.defense if args.purifier == "projection" else "diffusion",
                             classifier_name=name if args.purifier == "projection" else (args.classifier or "classifier"),
                             robust_training=robust_training(name, domain),

@@ -107,6 +107,8 @@ def test_torchrun_two_processes_give_identical_totals(tiny_bundle, tmp_path: Pat
     assert sharded["world_size"] == 2
     key = lambda rows: [(r["model"], r["attack"], r["accuracy"], r["n"]) for r in rows]  # noqa: E731
     assert key(sharded["results"]["0.1"]) == key(single["results"]["0.1"])
+    # A randomised defense's candidates are gathered in batch order: rank 0 judges the same examples.
+    assert "judged" in single and sharded["judged"] == single["judged"]
 
 
 def _fake_report(path: Path, n: int, bits: dict[str, str], seed: int = 0, per_example: bool = True) -> Path:

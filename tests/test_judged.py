@@ -28,6 +28,11 @@ def test_a_quick_judged_run_resumes_folds_and_records_its_doubling(tmp_path: Pat
     assert folded["candidates_per_image"] == 5 and folded["folded"] == [str(tmp_path / "a")]
     assert set(folded["doubling"]) >= {"expected_one_shot_points", "majority_of_10_points", "converged"}
     assert json.loads((tmp_path / "b" / "judged.json").read_text())["n"] == 4
+    # Folding a run's candidates alone (nothing attacked) chooses and judges them on the same draws.
+    refold = judged.main(["--quick", "--runs", "0", "--fold", str(tmp_path / "a"), "--out", str(tmp_path / "c")])
+    assert refold["candidates_per_image"] == 3 and refold["correct_of_draws"] == first["correct_of_draws"]
+    with pytest.raises(ValueError, match="--runs 0"):
+        judged.main(["--quick", "--runs", "0", "--out", str(tmp_path / "d")])
 
 
 def test_judged_reports_print_as_a_table_with_their_doubling_check(tmp_path: Path) -> None:

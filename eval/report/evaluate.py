@@ -18,8 +18,9 @@ from manifold_defense.domains import Domain, get_domain
 
 from . import checks
 from ..suite.batch_cache import BatchCache, model_fingerprint
-from ..suite import Row, SuiteConfig, run_suite, worst_case
+from ..suite import Row, SuiteConfig, is_randomized, run_suite, spec_of, worst_case
 from .fold import _prepend, _scatter
+from .judging import judge_rows, load_candidates
 from .measure import _exact_step_cost, _peak_rss_mib, _record, _run_checks, _seconds_per_prediction
 from .options import DEFAULT_ATTACKS, Report, ReportOptions
 from .plan import _schedule, describe_purifier
@@ -101,10 +102,15 @@ def evaluate(
         TypeError: a model that is neither a defended model nor a classifier with a purifier or generator.
         ValueError: images that do not fit the domain, an ``extend`` report of another evaluation,
             a ``survivors_of`` report of another defense (or with ``checks``, several eps or the
-            undefended model), nothing left to attack, or fewer batches than processes.
+            undefended model), nothing left to attack, fewer batches than processes, or select/judge
+            draws out of range.
     """
     dom = get_domain(domain) if isinstance(domain, str) else domain
     opts = options or ReportOptions()
+    draws = (suite or SuiteConfig(domain=dom)).draws
+    if opts.select_draws < 1 or (opts.judge_draws and opts.judge_draws < draws):
+        raise ValueError(f"options.select_draws must be >= 1 and options.judge_draws 0 or >= the suite's draws ({draws}): "
+                         f"got {opts.select_draws} and {opts.judge_draws}")
     defended = _as_defended(model, generator, encoder, projection, purifier, dom)
     if isinstance(defended, DefendedClassifier) and tuple(defended.image_shape) != tuple(dom.image_shape):
         raise ValueError(f"the defense's generator makes images of shape {tuple(defended.image_shape)} but the "
@@ -144,6 +150,7 @@ def evaluate(
                                                                              defended.gradient])
         cache = BatchCache(opts.cache, fingerprint=fingerprint)
     start = time.monotonic()
+    earlier = load_candidates(opts.extend) if previous is not None and opts.extend is not None else {}
     per_eps: dict[float, list[Row]] = {}
     for e in eps_list:
         cfg = dataclasses.replace(base, eps=e)
@@ -152,7 +159,7 @@ def evaluate(
         if attacked is not None and rank == 0:
             rows = [_scatter(r, attacked - kept, n - kept) for r in rows]
         if previous is not None and rank == 0:
-            rows = _prepend(rows, previous, e)
+            rows = _prepend(rows, previous, e, earlier)
         for m in ("undefended", "defended"):
             w = worst_case(rows, m)
             if w is not None and (rank == 0 or world == 1):
@@ -162,6 +169,7 @@ def evaluate(
     if rank != 0:
         return Report({}, per_eps, [], defended, sample)
 
+    judged = _judge(defended, x, y, per_eps, opts, base, dom, surviving=bool(schedule.sources))
     main_eps = eps_list[len(eps_list) // 2]
     found: list[checks.Check] = []
     if opts.checks:
@@ -172,6 +180,8 @@ def evaluate(
             partial["seconds_per_prediction"] = speed
             partial["exact_gradient_step"] = step_cost
             partial["checks_status"] = "running: this file is rewritten with the checks when they finish"
+            if judged:
+                partial["judged"] = judged
             Report(partial, per_eps, [], defended, sample).write(opts.partial_out, figures=False)
         found = _run_checks(classifier, defended, x[:opts.check_n], y[:opts.check_n], base, main_eps, large_eps,
                             per_eps[main_eps], cache, effort=opts.effort_check, robust_training=opts.robust_training)
@@ -179,6 +189,8 @@ def evaluate(
     record["seconds_per_prediction"] = speed
     record["exact_gradient_step"] = step_cost
     record["peak_rss_mib"] = _peak_rss_mib()
+    if judged:
+        record["judged"] = judged
     if previous is not None:
         # Images 0..k-1 come from the extended report (its command, code version and seconds);
         # "seconds" above counts only the images attacked here.
@@ -193,12 +205,38 @@ def evaluate(
     return Report(record, per_eps, found, defended, sample)
 
 
+def _judge(defended: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, per_eps: dict[float, list[Row]],
+           opts: ReportOptions, base: SuiteConfig, dom: Domain, *, surviving: bool) -> dict[str, Any]:
+    """Per eps, the judged section of a randomised defense (:mod:`.judging`), or why there is none."""
+    out: dict[str, Any] = {}
+    if not opts.judge_draws or not is_randomized(defended):
+        return out
+    for e, rows in per_eps.items():
+        worst = [r for r in rows if r.model == "defended" and (s := spec_of(r)) is not None and s.worst_case]
+        if not worst:
+            continue
+        if any(r.candidates is None for r in worst):
+            out[str(e)] = ("some worst-case rows have no candidates (an extended report written before candidates "
+                           "were kept)")
+            continue
+        if surviving:
+            out[str(e)] = ("a survivors_of report counts the images it did not attack as broken; fold its candidates "
+                           "with the earlier reports' (python -m eval.judged --fold ...)")
+            continue
+        section = judge_rows(defended, x, y, rows, eps=e, bounds=dom.pixel_range, select_draws=opts.select_draws,
+                             judge_draws=opts.judge_draws, votes=base.draws, seed=base.seed,
+                             batch_size=max(base.batch_size, 256))
+        if section is not None:
+            out[str(e)] = section
+    return out
+
+
 def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[int]) -> list[Row]:
     """Reassemble every rank's rows in batch order on rank 0 (other ranks keep their own)."""
     if world == 1:
         return rows
-    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds, r.correct_all, r.correct_vote, r.key)
-                         for r in rows])
+    payload = (batches, [(r.model, r.attack, r.threat, r.correct, r.seconds, r.correct_all, r.correct_vote, r.key,
+                          r.candidates) for r in rows])
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, payload)
     if dist.get_rank() != 0:
@@ -206,7 +244,7 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
     merged = []
     for i, (model, attack, threat, *_) in enumerate(payload[1]):
         columns: list[torch.Tensor | None] = []
-        for j in (3, 5, 6):  # correct, correct_all, correct_vote
+        for j in (3, 5, 6, 8):  # correct, correct_all, correct_vote, candidates
             if payload[1][i][j] is None:
                 columns.append(None)
                 continue
@@ -217,9 +255,9 @@ def _gather(rows: list[Row], batches: list[int], world: int, batch_sizes: list[i
                     by_batch[b] = flat[offset:offset + batch_sizes[b]]
                     offset += batch_sizes[b]
             columns.append(torch.cat([by_batch[b] for b in sorted(by_batch)]))
-        correct, correct_all, correct_vote = columns
+        correct, correct_all, correct_vote, candidates = columns
         if correct is None:
             raise RuntimeError(f"rank results for {model} | {attack} lack one-shot verdicts")
         merged.append(Row(model, attack, threat, correct, max(rr[i][4] for _, rr in gathered), correct_all, correct_vote,
-                          key=payload[1][i][7]))
+                          key=payload[1][i][7], candidates=candidates))
     return merged

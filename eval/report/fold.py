@@ -16,6 +16,7 @@ from manifold_defense import ProjectionConfig
 from manifold_defense.domains import Domain
 
 from ..suite import Row, SuiteConfig, WORST
+from .judging import candidate_key
 from .options import ReportOptions
 
 __all__ = ["defense_difference", "extended_reports"]
@@ -123,8 +124,10 @@ def _previous_report(path: str | Path, domain: Domain, eps_list: list[float], ba
     return old
 
 
-def _prepend(rows: list[Row], previous: dict[str, Any], eps: float) -> list[Row]:
-    """Each row with the extended report's per-example verdicts for the first images in front."""
+def _prepend(rows: list[Row], previous: dict[str, Any], eps: float,
+             candidates: dict[str, torch.Tensor] | None = None) -> list[Row]:
+    """Each row with the extended report's per-example verdicts (and candidates, from its
+    ``candidates.npz`` when it has them; a row without them keeps none) for the first images in front."""
     bits = previous["per_example"][str(eps)]
     seconds = {(r["model"], r["attack"]): r.get("seconds", 0.0) for r in previous["results"][str(eps)]}
 
@@ -134,11 +137,15 @@ def _prepend(rows: list[Row], previous: dict[str, Any], eps: float) -> list[Row]
             raise ValueError(f"--extend: the extended report has no per-example results for {key!r}")
         return torch.cat([torch.tensor([c == "1" for c in bits[key]], dtype=torch.bool), new.bool().cpu()])
 
+    def earlier(row: Row) -> torch.Tensor | None:
+        old = (candidates or {}).get(candidate_key(eps, row.attack))
+        return None if row.candidates is None or old is None else torch.cat([old, row.candidates.cpu()])
+
     return [dataclasses.replace(
         r, correct=before(r, "one-shot", r.correct),
         correct_all=None if r.correct_all is None else before(r, "worst-of-N", r.correct_all),
         correct_vote=None if r.correct_vote is None else before(r, "majority of N", r.correct_vote),
-        seconds=r.seconds + seconds.get((r.model, r.attack), 0.0)) for r in rows]
+        seconds=r.seconds + seconds.get((r.model, r.attack), 0.0), candidates=earlier(r)) for r in rows]
 
 
 def _survivors(paths: Sequence[str], domain: Domain, eps_list: list[float], base: SuiteConfig, opts: ReportOptions,
@@ -194,9 +201,15 @@ def _scatter(row: Row, where: torch.Tensor, size: int) -> Row:
         out[where] = bits.bool().cpu()
         return out
 
+    def spread_candidates(deltas: torch.Tensor) -> torch.Tensor:  # the others keep the clean image
+        out = torch.zeros((size, *deltas.shape[1:]), dtype=deltas.dtype)
+        out[where] = deltas.cpu()
+        return out
+
     return dataclasses.replace(row, correct=spread(row.correct),
                                correct_all=None if row.correct_all is None else spread(row.correct_all),
-                               correct_vote=None if row.correct_vote is None else spread(row.correct_vote))
+                               correct_vote=None if row.correct_vote is None else spread(row.correct_vote),
+                               candidates=None if row.candidates is None else spread_candidates(row.candidates))
 
 
 def _key(row: Row, protocol: str) -> str:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from manifold_defense import PurifiedClassifier
@@ -16,6 +17,7 @@ from manifold_defense import PurifiedClassifier
 from . import checks
 from ..suite import Row, WORST, format_table
 from .figures import _figures
+from .judging import candidate_key, judged_line
 
 __all__ = ["DEFAULT_ATTACKS", "ReportOptions", "Report"]
 
@@ -50,6 +52,9 @@ class ReportOptions:
             in every row, so a row reads "this attack after those reports". Fold the result into those
             reports with ``eval.reference_table --column TITLE=R1+R2+THIS:defended``. Needs one eps,
             the defended model only and ``checks=False``.
+        select_draws: against a randomised defense, the draws that choose each image's candidate
+            among the attack families' adversarial examples (:mod:`eval.report.judging`).
+        judge_draws: the M >= 64 independent draws that judge the chosen candidate (0: no judging).
     """
 
     checks: bool = True
@@ -66,6 +71,8 @@ class ReportOptions:
     command: str | None = None
     channels_last: bool = False
     survivors_of: tuple[str | Path, ...] = ()
+    select_draws: int = 16
+    judge_draws: int = 64
 
 
 @dataclass
@@ -128,8 +135,16 @@ class Report:
                       f"exact-gradient attack step {cost['seconds_per_image']:.3g} s per image (batch {cost['batch']}, "
                       f"segments of {cost['checkpoint_every']} steps); peak memory of the process "
                       f"{record.get('peak_rss_mib') or cost.get('peak_rss_mib_after')} MiB.", ""]
+        judged = record.get("judged", {})
         for eps_value, rows in self.rows.items():
             lines += [f"### Linf eps = {eps_value:g}", "", format_table(rows), ""]
+            section = judged.get(str(eps_value))
+            if isinstance(section, dict):
+                lines += ["Judged on independent draws (the row of this randomised defense: each image's adversarial "
+                          "example chosen among the attacks' on some draws, judged on others): " + judged_line(section),
+                          ""]
+            elif isinstance(section, str):
+                lines += [f"Not judged on independent draws: {section}", ""]
         if self.checks:
             lines += ["### Sanity checks", ""] + [f"- {c.line()}" for c in self.checks] + [""]
         return "\n".join(lines)
@@ -144,14 +159,24 @@ class Report:
         out.mkdir(parents=True, exist_ok=True)
         (out / "robustness.json").write_text(json.dumps(self.record, indent=2) + "\n")
         (out / "robustness.md").write_text(self.markdown())
+        kept = self.candidates()
+        if kept:
+            arrays: dict[str, Any] = {k: v.numpy() for k, v in kept.items()}
+            np.savez_compressed(out / "candidates.npz", **arrays)
         if figures:
             _figures(out, self.rows, self.defended, *self.sample, self.main_eps,
                      examples="survivors_of" not in self.record)
         return out
 
+    def candidates(self) -> dict[str, torch.Tensor]:
+        """The defended rows' candidate adversarial examples (int8 steps of eps / 127) per 'eps | attack'
+        (a randomised defense's; empty otherwise): what :meth:`write` saves as ``candidates.npz``."""
+        return {candidate_key(e, r.attack): r.candidates.cpu() for e, rows in self.rows.items() for r in rows
+                if r.model == "defended" and r.candidates is not None}
+
     def files(self, *, figures: bool = True) -> list[str]:
         """The names :meth:`write` writes."""
-        names = ["robustness.json", "robustness.md"]
+        names = ["robustness.json", "robustness.md"] + (["candidates.npz"] if self.candidates() else [])
         if figures:
             names += ["accuracy_vs_eps.png"] + ([] if "survivors_of" in self.record else ["examples.png"])
         return names

@@ -352,21 +352,36 @@ def _cell(accuracy: float, n: int) -> str:
     return f"{100 * accuracy:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def _judged_record(directory: Path) -> dict[str, Any]:
+    """A judged.json, or the judged section of a report's middle eps (with the record's n and candidates
+    per image), in judged.json's keys."""
+    path = Path(directory) / "judged.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    report = Path(directory) / "robustness.json"
+    if report.is_file():
+        record = json.loads(report.read_text())
+        eps = record["eps"][len(record["eps"]) // 2]
+        section = record.get("judged", {}).get(str(eps))
+        if isinstance(section, dict):
+            return {**section, "n": record["n"], "candidates_per_image": len(section["candidates"])}
+        raise ReportError(f"{report} has no judged section at eps {eps}: {section or 'a report of a deterministic defense'}")
+    raise ReportError(f"no judged report at {path}: run its python -m eval.judged command")
+
+
 def judged_markdown(rows: Sequence[tuple[str, Path]]) -> str:
-    """One row per ``python -m eval.judged`` report: expected one-shot accuracy with its interval,
-    majority and worst-of-N from the same independent judgement draws, the expected clean accuracy,
-    candidates per image, and the doubling check when the report has one.
+    """One row per ``python -m eval.judged`` output (or ``eval.robustness`` report of a randomised
+    defense, at its middle eps): expected one-shot accuracy with its interval, majority and worst-of-N
+    from the same independent judgement draws, the expected clean accuracy, candidates per image, and
+    the doubling check when the output has one.
 
     Raises:
-        ReportError: a directory without judged.json.
+        ReportError: a directory without judged.json, or a report without a judged section.
     """
     lines = ["| randomised configuration (judged) | images | clean | expected one-shot | majority | worst-of-N "
              "| candidates / judge draws | doubling check |", "|---|---|---|---|---|---|---|---|"]
     for title, directory in rows:
-        path = Path(directory) / "judged.json"
-        if not path.is_file():
-            raise ReportError(f"no judged report at {path}: run its python -m eval.judged command")
-        r = json.loads(path.read_text())
+        r = _judged_record(directory)
         votes, (lo, hi) = r["votes"], r["interval"]
         doubling = r.get("doubling")
         moved = ("–" if doubling is None else f"{doubling['expected_one_shot_points']:+.1f} / "

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,3 +103,18 @@ class BatchCache:
         tmp = self.root / f"{key}.tmp"
         tmp.write_text(json.dumps(data))
         tmp.replace(self.root / f"{key}.json")  # atomic: a kill mid-write leaves no half file
+
+    def get_candidates(self, key: str) -> dict[str, torch.Tensor] | None:
+        """The stored int8 candidate perturbations per model, or None (missing or unreadable)."""
+        try:
+            with np.load(self.root / f"{key}.candidates.npz") as data:
+                return {model: torch.from_numpy(data[model]) for model in data.files}
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put_candidates(self, key: str, candidates: dict[str, torch.Tensor]) -> None:
+        """Keep each model's int8 candidate perturbations of a batch (compressed)."""
+        tmp = self.root / f"{key}.candidates.tmp.npz"
+        arrays: dict[str, Any] = {model: c.cpu().numpy() for model, c in candidates.items()}
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(self.root / f"{key}.candidates.npz")

@@ -131,7 +131,10 @@ class Row:
 
     ``key`` names the :data:`ATTACKS` entry (checks select rows by its flags, never by label);
     ``correct`` is the one-shot verdict; for a randomised defense ``correct_all`` (all N runs right)
-    and ``correct_vote`` (majority of N runs right) are set too.
+    and ``correct_vote`` (majority of N runs right) are set too, and a worst-case row of the defended
+    model keeps ``candidates``: each image's adversarial example as an int8 perturbation
+    (:func:`eval.suite.judge.quantise`), which the report chooses among and judges on independent
+    draws (:mod:`eval.report.judging`).
     """
 
     model: str
@@ -142,6 +145,7 @@ class Row:
     correct_all: torch.Tensor | None = field(default=None, repr=False)
     correct_vote: torch.Tensor | None = field(default=None, repr=False)
     key: str = ""  # the registry key of the attack ("" for derived rows such as the worst case)
+    candidates: torch.Tensor | None = field(default=None, repr=False)  # (N, C, H, W) int8, see above
 
     @property
     def accuracy(self) -> float:

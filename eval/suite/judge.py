@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Judgement", "correct_counts", "select_and_judge", "draw_seed", "SELECT", "JUDGE"]
+__all__ = ["Judgement", "correct_counts", "select_and_judge", "draw_seed", "quantise", "dequantise", "SELECT", "JUDGE"]
 
 SELECT, JUDGE = 1, 2  # the purposes of draws: their seed streams never meet
 
@@ -52,6 +52,18 @@ def draw_seed(seed: int, purpose: int, index: int) -> int:
     """The seed of draw ``index`` for ``purpose`` (:data:`SELECT` or :data:`JUDGE`): distinct
     (seed, purpose, index) give distinct seeds below 2**63."""
     return ((seed * 4 + purpose) * 1_000_003 + index) % (2**63 - 1)
+
+
+def quantise(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """A perturbation inside the Linf ``eps``-ball as int8 steps of eps / 127 (CPU): how candidate
+    adversarial examples are stored. What is stored is what is judged (:func:`dequantise`)."""
+    return (delta.detach() / eps * 127).round().clamp(-127, 127).to(torch.int8).cpu()
+
+
+def dequantise(deltas: torch.Tensor, x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> torch.Tensor:
+    """The candidates x + deltas * eps / 127 clipped to the pixel range: (..., N, C, H, W) on x's device,
+    inside the eps-ball of x."""
+    return (x + deltas.to(x.device, torch.float32) * (eps / 127)).clamp(*bounds)
 
 
 @torch.no_grad()

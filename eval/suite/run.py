@@ -15,6 +15,7 @@ from attacks.base import predict
 from manifold_defense import PurifiedClassifier
 
 from .batch_cache import BatchCache, model_fingerprint
+from .judge import quantise
 from .stats import format_accuracy
 from .config import Row, SuiteConfig, WORST, is_randomized
 from .families import ATTACKS, spec_of, transfer_source
@@ -47,6 +48,10 @@ def run_suite(
 ) -> list[Row]:
     """Run every attack of ``cfg.attacks`` in batches of ``cfg.batch_size``; rows in suite order.
 
+    Against a randomised defense, every worst-case row of the defended model keeps each image's
+    adversarial example (:attr:`Row.candidates`, int8 steps of eps / 127, cached with the verdicts):
+    the report chooses among them on some draws and judges on others (:mod:`eval.report.judging`).
+
     Each (attack, batch) pair starts from its own seed, so a batch's result does not depend on what
     ran before it: a sharded run (``batches`` = this rank's batch indices) reproduces exactly the
     rows of a single-process run for those batches, and ``cache`` can keep finished pairs on disk
@@ -62,6 +67,7 @@ def run_suite(
     if bad_models:
         raise ValueError(f"unknown models {bad_models}; known: ['defended', 'undefended']")
     judges = {"undefended": classifier, "defended": defended}
+    keep_candidates = is_randomized(defended) and "defended" in cfg.models
     draws = {"undefended": 1, "defended": cfg.draws if is_randomized(defended) else 1}
     n_batches = (len(x) + cfg.batch_size - 1) // cfg.batch_size
     mine = list(range(n_batches)) if batches is None else batches
@@ -77,24 +83,39 @@ def run_suite(
             continue  # it has rows only for the defended model
         bar.set_postfix(attack=name)
         start = time.monotonic()
+        keep = keep_candidates and spec.worst_case
         parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+        kept: dict[str, list[torch.Tensor]] = {}
         for b in tqdm(mine, desc=name, unit="batch", leave=False, disable=not progress):
             sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
             key = cache.key(settings, a, b, x[sl], y[sl]) if cache is not None else ""
-            found = cache.get(key) if cache is not None else None
-            if found is None:
+            candidates = cache.get_candidates(key) if cache is not None and keep else None
+            found = None
+            if cache is not None and keep and candidates is None:
+                cache.misses += 1  # the verdicts alone are not enough: the attack reruns
+            elif cache is not None:
+                found = cache.get(key)
+            if found is None or (keep and candidates is None):
                 torch.manual_seed(cfg.seed * 1_000_003 + a * 10_007 + b)
+                adversarials = spec.run(classifier, defended, x[sl], y[sl], cfg)
                 found = {model: tuple(v.cpu() for v in _judge(judges[model], adv, y[sl], draws[model]))
-                         for model, adv in spec.run(classifier, defended, x[sl], y[sl], cfg).items()}
+                         for model, adv in adversarials.items()}
+                candidates = {"defended": quantise(adversarials["defended"] - x[sl], cfg.eps)} \
+                    if keep and "defended" in adversarials else {}
                 if cache is not None:
                     cache.put(key, found)
+                    if keep:
+                        cache.put_candidates(key, candidates)
             for model, verdicts in found.items():
                 parts.setdefault(model, []).append(verdicts)
+            for model, deltas in (candidates or {}).items():
+                kept.setdefault(model, []).append(deltas)
         seconds = time.monotonic() - start
         for model, chunks in parts.items():
             columns = [torch.cat(c) for c in zip(*chunks)]
             extra = columns[1:] if len(columns) == 3 else [None, None]
-            rows.append(Row(model, spec.label, spec.threat(cfg), columns[0], seconds, extra[0], extra[1], key=spec.key))
+            rows.append(Row(model, spec.label, spec.threat(cfg), columns[0], seconds, extra[0], extra[1], key=spec.key,
+                            candidates=torch.cat(kept[model]) if model in kept else None))
     return rows
 
 
