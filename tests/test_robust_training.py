@@ -257,3 +257,15 @@ def test_training_on_generated_data_saves_the_ema_and_resumes(parts, tmp_path: P
     assert read_config(tmp_path / "m")["metadata"]["iterations_done"] == 6
     with pytest.raises(ValueError, match="decay"):
         train_robust.main(args(parts, tmp_path / "bad", "--ema", "1.0"))
+
+
+def test_the_adversarial_part_of_a_mixed_batch_holds_both_sources_in_proportion() -> None:
+    from manifold_defense.training.mixing import stratified_order
+
+    for n_real, n_gen, first in [(38, 90, 64), (64, 64, 64), (0, 10, 5), (10, 0, 3), (3, 7, 10), (5, 5, 0)]:
+        order = stratified_order(n_real, n_gen, first)
+        assert sorted(order.tolist()) == list(range(n_real + n_gen))  # a permutation of the batch
+        real_first = int((order[:first] < n_real).sum())
+        assert abs(real_first - first * n_real / max(1, n_real + n_gen)) <= 1
+    with pytest.raises(ValueError, match="n_first"):
+        stratified_order(2, 2, 5)

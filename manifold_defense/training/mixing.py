@@ -6,6 +6,10 @@ ones. Both parts walk through seeded permutations epoch by epoch, each rank taki
 the global batch, so the batches are a pure function of the seed and the iteration (a resumed run
 sees the same ones), and under DDP the ranks' images of one step are disjoint.
 
+The training loop makes the first ``ae_frac`` of a batch adversarial: :func:`stratified_order` puts
+real and generated images in that part in the batch's own proportion, so neither source is left
+clean (concatenated as [real; generated], the first part would be real images only).
+
 Example:
     >>> real, gen = mixed_indices(0, batch_size=10, fraction=0.7, n_real=100, n_generated=1000, seed=0)
     >>> len(real), len(gen)
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["split_batch", "epoch_slice", "mixed_indices"]
+__all__ = ["split_batch", "epoch_slice", "mixed_indices", "stratified_order"]
 
 
 def split_batch(batch_size: int, fraction: float) -> tuple[int, int]:
@@ -59,3 +63,24 @@ def mixed_indices(it: int, *, batch_size: int, fraction: float, n_real: int, n_g
     real, generated = split_batch(batch_size, fraction)
     return (epoch_slice(it, real, n_real, seed, rank, world),
             epoch_slice(it, generated, n_generated, seed + 7_919, rank, world))
+
+
+def stratified_order(n_real: int, n_generated: int, n_first: int) -> torch.Tensor:
+    """An order of a batch concatenated as [real; generated] whose first ``n_first`` items hold
+    ``round(n_first * n_real / (n_real + n_generated))`` real images and the rest generated ones, and
+    whose remainder keeps the same proportion as closely as integers allow.
+
+    Raises:
+        ValueError: ``n_first`` outside [0, n_real + n_generated].
+
+    Example:
+        >>> stratified_order(2, 6, 4).tolist()
+        [0, 2, 3, 4, 1, 5, 6, 7]
+    """
+    total = n_real + n_generated
+    if not 0 <= n_first <= total:
+        raise ValueError(f"n_first must be in [0, {total}], got {n_first}")
+    k = round(n_first * n_real / total) if total else 0
+    k = min(max(k, n_first - n_generated), n_real, n_first)
+    real, gen = torch.arange(n_real), n_real + torch.arange(n_generated)
+    return torch.cat([real[:k], gen[:n_first - k], real[k:], gen[n_first - k:]])

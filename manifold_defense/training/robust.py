@@ -70,7 +70,7 @@ from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import device_facts, resolve_device, seed_everything
 from .ema import WeightEMA
-from .mixing import mixed_indices
+from .mixing import mixed_indices, stratified_order
 from .state import has_state, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,11 @@ class Adversaries:
     pgd: ExampleAttack | None = None
     on_manifold: PairAttack | None = None
     trades: ExampleAttack | None = None  # maximises KL(C(x) || C(x')) (y is ignored)
+
+
+def _adversarial_count(config: RobustConfig, batch: int) -> int:
+    """How many of a batch's first images PGD replaces (``ae_frac``; at least one)."""
+    return max(1, int(config.ae_frac * batch))
 
 
 def _seed(gen: torch.Generator) -> int:
@@ -394,7 +399,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             real, fake = mixed_indices(it, batch_size=config.batch_size, fraction=config.generated_fraction,
                                        n_real=len(x_all), n_generated=len(x_gen), seed=config.seed, rank=rank, world=world)
             real, fake = real.to(device), fake.to(device)
-            x, y = torch.cat([x_all[real], x_gen[fake]]), torch.cat([y_all[real], y_gen[fake]])
+            order = stratified_order(len(real), len(fake), _adversarial_count(config, len(real) + len(fake))).to(device)
+            x, y = torch.cat([x_all[real], x_gen[fake]])[order], torch.cat([y_all[real], y_gen[fake]])[order]
         else:
             idx = batch_indices(config, it, len(x_all), gen, rank, world).to(device)
             x, y = x_all[idx], y_all[idx]
@@ -418,7 +424,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
                     x_adv = G(z_adv)
                 losses["manifold"] = config.manifold_weight * ce(model(x_adv), y)
         if config.pgd_weight > 0 and adversaries.pgd is not None:
-            n_adv = max(1, int(config.ae_frac * len(x)))  # Croce et al.'s ae_frac: the rest of the batch stays clean
+            n_adv = _adversarial_count(config, len(x))  # Croce et al.'s ae_frac: the rest of the batch stays clean
             trained.eval()
             x_pgd = adversaries.pgd(trained, x[:n_adv], y[:n_adv], pgd_eps, config.pgd_steps, _seed(gen))
             trained.train()
