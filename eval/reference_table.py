@@ -92,6 +92,10 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
         "=eval/reports/robustness_lenet_at_1000:undefended@pgd40_croce",
         "amortised_at rebuilt on the baseline (amortised_lenet_at): C(G(E(x))) from classifier_lenet_at"
         "=eval/reports/robustness_amortised_lenet_at_1000:defended",
+        "PGD-10 AT, 40,000 x 128, label smoothing 0.1, EMA (classifier_lenet_at_pgd10), undefended: the control"
+        "=eval/reports/robustness_lenet_at_pgd10_1000:undefended",
+        "the same recipe with 24,000 class-conditional DDPM samples as half of every batch "
+        "(classifier_lenet_at_pgd10_ddpm24k), undefended=eval/reports/robustness_lenet_at_pgd10_ddpm24k_1000:undefended",
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]

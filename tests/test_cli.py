@@ -55,7 +55,7 @@ BAD_FLAGS = [
     ("eval.certify_table", ["--radius", "-1"], "--radius", "-1"),
     ("eval.generate_data", ["--n", "0"], "--n", "0"),
     ("eval.judged", ["--judge-draws", "10"], "--judge-draws", "10"),
-    ("eval.judged", ["--runs", "0"], "--runs", "0"),
+    ("eval.judged", ["--runs", "-1"], "--runs", "-1"),
     ("benchmarks.device_suite", ["--jobs", "nosuch"], "--jobs", "nosuch"),
     ("benchmarks.device_suite", ["--max-minutes", "0"], "--max-minutes", "0"),
     ("benchmarks.training_throughput", ["--iters", "0"], "--iters", "0"),
