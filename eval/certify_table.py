@@ -29,7 +29,7 @@ from .report.certified import average_certified_radius, base_label, certified_ac
 from .suite.stats import mcnemar_p
 
 __all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", "soundness", "summarise", "base_label",
-           "first_images", "certify_table", "best_at", "main"]
+           "first_images", "certify_table", "best_at", "leaders_at", "main"]
 
 CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row with: Gaussian-noise training at 0.5
     "eval/reports/certify_lenet_noise_0.5",
@@ -44,7 +44,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_amortised_noise_1.0_500",
     "eval/reports/certify_lenet_projection_20",  # n = 1,000 on 20 images: the iterative projection's cost
     "eval/reports/certify_lenet_amortised_clf_1.0_100",  # (b) the encoder trained through the frozen classifier
-    "eval/reports/certify_lenet_on_ddpm_1.0_200",  # (a) the classifier fine-tuned behind the DDPM denoiser
+    "eval/reports/certify_lenet_on_ddpm_1.0_500",  # (a) the classifier fine-tuned behind the DDPM denoiser
 )
 
 
@@ -84,19 +84,30 @@ def _rows(records: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any],
     return [(base_label(r), sigma, res, r) for r in records for sigma, res in r["results"].items()]
 
 
-def best_at(records: list[dict[str, Any]], radius: float) -> tuple[str, str, float]:
-    """(label, sigma, certified accuracy) of the row that certifies most at ``radius``.
+def leaders_at(records: list[dict[str, Any]], radius: float) -> list[tuple[str, str, float]]:
+    """(label, sigma, certified accuracy) of every row that certifies most at ``radius`` (ties all
+    named, in table order).
 
     Raises:
         ValueError: no report certified at that radius.
     """
     key = f"{radius:g}"
-    found = [(res["certified_accuracy"][key], label, sigma) for label, sigma, res, _ in _rows(records)
+    found = [(label, sigma, res["certified_accuracy"][key]) for label, sigma, res, _ in _rows(records)
              if key in res["certified_accuracy"]]
     if not found:
         raise ValueError(f"no report has certified accuracy at radius {key}")
-    acc, label, sigma = max(found)
-    return label, sigma, acc
+    top = max(acc for _, _, acc in found)
+    return [row for row in found if row[2] == top]
+
+
+def best_at(records: list[dict[str, Any]], radius: float) -> tuple[str, str, float]:
+    """(label, sigma, certified accuracy) of the first row (in table order) that certifies most at
+    ``radius``; :func:`leaders_at` names the rows tied with it.
+
+    Raises:
+        ValueError: no report certified at that radius.
+    """
+    return leaders_at(records, radius)[0]
 
 
 def _certified(res: dict[str, Any], radius: float) -> list[bool]:
@@ -184,13 +195,15 @@ def main(argv: Sequence[str] | None = None) -> str:
         if short:
             left_out = f" Left out, on fewer than {args.first} images: {', '.join(short)}."
     table = certify_table(records, args.radii, pair_radius=args.radius)
-    label, sigma, acc = best_at(records, args.radius)
+    (label, sigma, acc), *tied = leaders_at(records, args.radius)
+    level = "".join(f" Level with it: {other}, sigma {s}." for other, s, _ in tied)
     counts = sorted({int(r["num_images"]) for r in records})
     caveat = ("" if len(counts) == 1 else
               f" The rows cover {counts[0]} to {counts[-1]} images: compare them on the same images with "
               "--first N.")
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
-            f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{caveat}{left_out}")
+            f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{level}{caveat}"
+            f"{left_out}")
     print(text)
     return text
 

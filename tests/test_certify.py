@@ -100,6 +100,10 @@ def test_the_certification_table_puts_reports_side_by_side(tmp_path: Path) -> No
     label, sigma, acc = certify_table.best_at(records, 0.5)
     assert acc == max(r["results"][s]["certified_accuracy"]["0.5"] for r, s in zip(records, ("0.25", "0.5")))
     assert f"sigma {sigma}: {100 * acc:.1f}%" in text and "--first" not in text  # the same 8 images in both
+    twice = certify_table.main(["--reports", f"{tmp_path / '0.5'},{tmp_path / '0.5'}", "--radii", "0.5",
+                                "--radius", "0.5"])  # a tie is named, not broken by the labels' spelling
+    assert len(certify_table.leaders_at([records[1], records[1]], 0.5)) == 2 and "Level with it:" in twice
+    assert "Level with it" not in text or len(certify_table.leaders_at(records, 0.5)) == 2
 
 
 def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(tmp_path: Path) -> None:
