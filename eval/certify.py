@@ -41,7 +41,8 @@ from attacks import SmoothAdv
 from .report.certified import average_certified_radius, base_label, certified_accuracy, summarise
 from manifold_defense import ProjectionConfig
 from manifold_defense.utils import ToolParser, integer, real, reals, run
-from manifold_defense.purify import OneShotDenoiser
+from manifold_defense.models import ResidualHead
+from manifold_defense.purify import OneShotDenoiser, RefinedDenoiser
 from manifold_defense.domains import Domain, resolve_domain
 from manifold_defense.pretrained import defended_pretrained, load_ddpm, load_named
 from manifold_defense.certify import SmoothedClassifier
@@ -67,16 +68,18 @@ class ClampInput(nn.Module):
 
 
 def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.5, ddpm: str = "ddpm",
-               encoder: str = "encoder") -> nn.Module:
+               encoder: str = "encoder", head: str = "") -> nn.Module:
     """The base classifier f of smoothing at noise level ``sigma``: ``classifier`` (a shipped name or a
     checkpoint path) alone, behind the shipped generator's amortised projection G(E(x)) or iterative
     projection with the encoder ``encoder`` (the noisy input clipped to the pixel range first; a
     shipped name or a checkpoint path, e.g. one fine-tuned for noise by ``manifold_defense.training.encoder
     --noise-sigma``), or behind the DDPM of ``ddpm`` as a one-shot denoiser at the matching noise level
-    (no clipping: it expects Gaussian noise).
+    (no clipping: it expects Gaussian noise), its estimate refined by the residual head ``head`` when
+    one is named (a checkpoint of ``manifold_defense.training.denoiser_head``, issue #46 (b)).
 
     Raises:
-        ValueError: an unknown denoiser, a ``ddpm`` that is not a DDPM, a sigma beyond its timesteps.
+        ValueError: an unknown denoiser, a ``ddpm`` that is not a DDPM, a sigma beyond its timesteps, a
+            ``head`` that is not a residual head or with a denoiser other than diffusion.
         CheckpointError: no such classifier.
     """
     if denoiser not in DENOISERS:
@@ -84,8 +87,16 @@ def build_base(classifier: str, denoiser: str, domain: Domain, sigma: float = 0.
     clf = load_named(classifier, domain).eval()
     if denoiser == "none":
         return clf
+    if head and denoiser != "diffusion":
+        raise ValueError(f"a residual head refines the DDPM's estimate: it needs denoiser 'diffusion', not {denoiser!r}")
     if denoiser == "diffusion":
-        return nn.Sequential(OneShotDenoiser(load_ddpm(ddpm, domain).eval(), sigma), clf).eval()
+        one_shot: nn.Module = OneShotDenoiser(load_ddpm(ddpm, domain).eval(), sigma)
+        if head:
+            refine = load_named(head, domain)
+            if not isinstance(refine, ResidualHead):
+                raise ValueError(f"--head {head}: not a residual head (manifold_defense.training.denoiser_head)")
+            one_shot = RefinedDenoiser(one_shot, refine)
+        return nn.Sequential(one_shot, clf).eval()
     config = (ProjectionConfig(restarts=1, steps=0, use_encoder=True, pixel_range=domain.pixel_range)
               if denoiser == "amortised" else None)
     defended = defended_pretrained(domain, config, defense="projection", classifier=clf,
@@ -98,6 +109,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """What must agree between a report and one that extends it."""
     return {"classifier": args.classifier, "denoiser": args.denoiser, "ddpm": args.ddpm if args.denoiser == "diffusion" else None,
             **({"encoder": args.encoder} if args.denoiser in ENCODER_DENOISERS else {}),
+            **({"head": args.head} if args.head else {}),
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "images_per_batch": args.images_per_batch,
             "sigma": [f"{s:g}" for s in args.sigma],
             "attack": {"radii": list(args.attack_radii), "steps": args.attack_steps, "samples": args.attack_samples,
@@ -144,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder", default="encoder",
                         help="the encoder of G(E(x)) (--denoiser amortised or projection): a shipped name or a checkpoint "
                              "path, e.g. one fine-tuned for noise (python -m manifold_defense.training.encoder --noise-sigma)")
+    parser.add_argument("--head", default="",
+                        help="a residual head that refines the DDPM's estimate (--denoiser diffusion): a checkpoint of "
+                             "python -m manifold_defense.training.denoiser_head")
     parser.add_argument("--sigma", type=reals(0.0, low_open=True), default=[0.25, 0.5, 1.0], help="noise levels")
     parser.add_argument("--num-images", type=integer(1), default=500, help="the first N test images")
     parser.add_argument("--n0", type=integer(1), default=100, help="draws that select the class")
@@ -218,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if args.encoder != "encoder" and args.denoiser not in ENCODER_DENOISERS:
         build_parser().error(f"--encoder is the encoder of G(E(x)): it needs --denoiser amortised or projection, "
                              f"not {args.denoiser}")
+    if args.head and args.denoiser != "diffusion":
+        build_parser().error(f"--head refines the DDPM's estimate: it needs --denoiser diffusion, not {args.denoiser}")
     if args.compile and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++") if c):
         build_parser().error("--compile needs a C++ compiler for torch.compile (g++ or $CXX); none found on PATH")
     argv_list = list(argv) if argv is not None else None
@@ -231,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     domain = resolve_domain(args.domain, args.data)
     x, y = domain.load("test", limit=args.num_images)
     x, y = x.to(args.device), y.to(args.device)
-    bases = {sigma: build_base(args.classifier, args.denoiser, domain, sigma, args.ddpm, args.encoder).to(args.device)
+    bases = {sigma: build_base(args.classifier, args.denoiser, domain, sigma, args.ddpm, args.encoder,
+                                args.head).to(args.device)
              for sigma in args.sigma}
     code = code_fingerprint() + args.denoiser
     cache_dir = Path(args.cache) if args.cache else None
@@ -273,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "command": " ".join(["python -m eval.certify", *(sys.argv[1:] if argv_list is None else argv_list)]),
         "classifier": args.classifier, "denoiser": args.denoiser,
         **({"encoder": args.encoder} if args.encoder != "encoder" and args.denoiser in ENCODER_DENOISERS else {}),
+        **({"head": args.head} if args.head else {}),
         "dataset": domain.name, "num_images": len(x),
         "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "radii": list(args.radii),
         "attack": {"name": "SmoothAdv (Salman et al. 2019)", "radii": list(args.attack_radii),

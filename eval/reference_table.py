@@ -96,6 +96,8 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
         "=eval/reports/robustness_lenet_at_pgd10_1000:undefended",
         "the same recipe with 24,000 class-conditional DDPM samples as half of every batch "
         "(classifier_lenet_at_pgd10_ddpm24k), undefended=eval/reports/robustness_lenet_at_pgd10_ddpm24k_1000:undefended",
+        "the same recipe with 24,000 WGAN-GP samples pseudo-labelled by the standard classifier as half of every "
+        "batch (classifier_lenet_at_pgd10_wgan24k), undefended=eval/reports/robustness_lenet_at_pgd10_wgan24k_1000:undefended",
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]

@@ -45,6 +45,8 @@ BAD_FLAGS = [
     ("manifold_defense.training.classifier", ["--epochs", "0"], "--epochs", "0"),
     ("manifold_defense.training.encoder", ["--iterations", "nan"], "--iterations", "nan"),
     ("manifold_defense.training.ddpm", ["--ema", "1.5"], "--ema", "1.5"),
+    ("manifold_defense.training.denoiser_head", ["--noise-sigma", "0"], "--noise-sigma", "0"),
+    ("manifold_defense.training.denoiser_head", ["--depth", "1"], "--depth", "1"),
     ("eval.robustness", ["--t-star", "0"], "--t-star", "0"),
     ("eval.robustness", ["--purifier", "magic"], "--purifier", "magic"),
     ("eval.robustness", ["--transfer-from", ","], "--transfer-from", ","),

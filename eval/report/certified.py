@@ -91,7 +91,9 @@ def summarise(labels: Sequence[int], radii: Sequence[float], truth: Sequence[int
 
 def base_label(record: dict[str, Any]) -> str:
     """The base model of a certification record in words, e.g. ``classifier_lenet behind the amortised
-    denoiser (encoder encoder_noise_0.5)``."""
+    denoiser (encoder encoder_noise_0.5)`` or ``classifier_lenet behind the diffusion denoiser (refined by
+    the head ddpm_head_1.0)``."""
     denoiser = record.get("denoiser", "none")
-    encoder = f" (encoder {record['encoder']})" if record.get("encoder") else ""
+    encoder = (f" (encoder {record['encoder']})" if record.get("encoder") else
+               f" (refined by the head {record['head']})" if record.get("head") else "")
     return record["classifier"] + ("" if denoiser == "none" else f" behind the {denoiser} denoiser{encoder}")
