@@ -34,7 +34,7 @@ from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import DDPM
 from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import has_state, load_state, outcome, save_state
+from .state import budget_spent, has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +165,8 @@ def train(config: DDPMConfig, command: str | None = None) -> DDPM | None:
                           "seconds": round(seconds0 + time.monotonic() - start, 1)})
             bar.write(f"iteration {step}: " + ", ".join(f"{k} {v}" for k, v in curve[-1].items() if k != "iteration"))
             checkpoint()
-        if config.max_minutes > 0 and time.monotonic() - start > 60 * config.max_minutes and step < config.iterations:
+        if budget_spent(start, config.max_minutes, step, config.iterations):
             checkpoint()
-            log.warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true continues",
-                        step, config.iterations, config.max_minutes)
             break
     finished = step >= config.iterations
     ema.eval()

@@ -40,7 +40,7 @@ from ..models import ResidualHead, save_model
 from ..pretrained import load_ddpm, load_named
 from ..purify import OneShotDenoiser, RefinedDenoiser
 from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import has_state, load_state, outcome, save_state
+from .state import budget_spent, has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,8 @@ def train(config: HeadConfig, classifier: nn.Module | None = None, command: str 
                           "seconds": seconds()})
             losses = []
             checkpoint()
-        if config.max_minutes > 0 and time.monotonic() - start > 60 * config.max_minutes and done < config.iterations:
+        if budget_spent(start, config.max_minutes, done, config.iterations):
             checkpoint()
-            log.warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true continues",
-                        done, config.iterations, config.max_minutes)
             break
     finished = done >= config.iterations
     head.eval()

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_state", "load_state", "has_state", "outcome"]
+__all__ = ["save_state", "load_state", "has_state", "outcome", "budget_spent"]
 
 
 def has_state(path: str | Path) -> bool:
@@ -83,3 +85,14 @@ def outcome(out: str | Path, finished: bool) -> str:
     if finished:
         return f"saved {out}.safetensors and {out}.json"
     return f"stopped at the time budget; state in {out}.state.*: rerun with --resume true"
+
+
+def budget_spent(start: float, max_minutes: float, done: int, total: int) -> bool:
+    """Whether a resumable run started at ``start`` (``time.monotonic()``) must stop after iteration
+    ``done`` of ``total`` because its ``--max-minutes`` budget is spent (never when it is 0 or the run
+    is complete); logs how to continue. The caller saves its state and breaks."""
+    if max_minutes <= 0 or done >= total or time.monotonic() - start <= 60 * max_minutes:
+        return False
+    logging.getLogger(__name__).warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true "
+                                        "continues", done, total, max_minutes)
+    return True

@@ -26,7 +26,7 @@ from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import WGANCritic, WGANGenerator
 from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import has_state, load_state, outcome, save_state
+from .state import budget_spent, has_state, load_state, outcome, save_state
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +163,8 @@ def train(config: WGANConfig) -> WGANGenerator | None:
                           "loss_g": round(float(loss_g.item()), 4),
                           "seconds": round(seconds0 + time.monotonic() - start, 1)})
             checkpoint()
-        if config.max_minutes > 0 and time.monotonic() - start > 60 * config.max_minutes and done < config.iterations:
+        if budget_spent(start, config.max_minutes, done, config.iterations):
             checkpoint()
-            log.warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true continues",
-                        done, config.iterations, config.max_minutes)
             break
     finished = done >= config.iterations
     G.eval()
