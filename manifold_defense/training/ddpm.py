@@ -30,11 +30,10 @@ from typing import Any, ClassVar, Sequence
 import torch
 from tqdm import tqdm
 
-from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import DDPM
-from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import budget_spent, has_state, load_state, outcome, save_state
+from .cli import command_line, config_parser, parse_config, resolve_device, seed_everything
+from .state import budget_spent, has_state, load_state, outcome, save_final, save_state
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +167,9 @@ def train(config: DDPMConfig, command: str | None = None) -> DDPM | None:
         if budget_spent(start, config.max_minutes, step, config.iterations):
             checkpoint()
             break
-    finished = step >= config.iterations
-    ema.eval()
-    save_model(ema, out, metadata={  # loadable after every piece; "stopped_by_budget" marks an unfinished run
-        "trained_by": "manifold_defense.training.ddpm",
-        "config": dataclasses.asdict(config),
-        "iterations_done": step,
-        "stopped_by_budget": not finished,
-        "learning_curve": curve,
-        "train_seconds": round(seconds0 + time.monotonic() - start, 1),
-        **device_facts(device),
-        **({"command": command} if command else {}),
-    })
+    finished = save_final(ema, out, trained_by="manifold_defense.training.ddpm", config=config, done=step,
+                          total=config.iterations, curve=curve, seconds=seconds0 + time.monotonic() - start,
+                          device=device, command=command)
     return ema if finished else None
 
 

@@ -36,11 +36,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ..domains.registry import resolve_domain
-from ..models import ResidualHead, save_model
+from ..models import ResidualHead
 from ..pretrained import load_ddpm, load_named
 from ..purify import OneShotDenoiser, RefinedDenoiser
-from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import budget_spent, has_state, load_state, outcome, save_state
+from .cli import command_line, config_parser, parse_config, resolve_device, seed_everything
+from .state import budget_spent, has_state, load_state, outcome, save_final, save_state
 
 log = logging.getLogger(__name__)
 
@@ -187,19 +187,9 @@ def train(config: HeadConfig, classifier: nn.Module | None = None, command: str 
         if budget_spent(start, config.max_minutes, done, config.iterations):
             checkpoint()
             break
-    finished = done >= config.iterations
-    head.eval()
-    save_model(head, config.out, metadata={  # loadable after every piece; "stopped_by_budget" marks an unfinished run
-        "trained_by": "manifold_defense.training.denoiser_head",
-        **({"command": command} if command else {}),
-        "config": dataclasses.asdict(config),
-        "denoiser": {"ddpm": config.ddpm, "sigma": config.noise_sigma, "timestep": D.t},
-        "iterations_done": done,
-        "stopped_by_budget": not finished,
-        "learning_curve": curve,
-        "train_seconds": seconds(),
-        **device_facts(device),
-    })
+    finished = save_final(head, config.out, trained_by="manifold_defense.training.denoiser_head", config=config,
+                          done=done, total=config.iterations, curve=curve, seconds=seconds(), device=device,
+                          command=command, denoiser={"ddpm": config.ddpm, "sigma": config.noise_sigma, "timestep": D.t})
     return head if finished else None
 
 

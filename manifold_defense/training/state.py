@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,7 +31,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_state", "load_state", "has_state", "outcome", "budget_spent"]
+from ..models.checkpoint import save_model
+from .cli import device_facts
+
+__all__ = ["save_state", "load_state", "has_state", "outcome", "budget_spent", "save_final"]
 
 
 def has_state(path: str | Path) -> bool:
@@ -96,3 +100,27 @@ def budget_spent(start: float, max_minutes: float, done: int, total: int) -> boo
     logging.getLogger(__name__).warning("stopping after %d of %d iterations (%.1f-minute budget); --resume true "
                                         "continues", done, total, max_minutes)
     return True
+
+
+def save_final(model: nn.Module, out: str | Path, *, trained_by: str, config: Any, done: int, total: int,
+               curve: list[dict[str, Any]], seconds: float, device: torch.device, command: str | None = None,
+               **extra: Any) -> bool:
+    """The checkpoint a resumable script saves when it returns, finished or stopped by its budget: the
+    weights of ``model`` (put in eval mode) as ``OUT.safetensors`` and the JSON every script writes
+    (who trained it, the command, the config dataclass, iterations done, ``stopped_by_budget``, the learning
+    curve, seconds, the device; ``extra`` adds script-specific fields). Loadable after every piece; returns
+    whether the run is complete (``done >= total``)."""
+    finished = done >= total
+    model.eval()
+    save_model(model, out, metadata={
+        "trained_by": trained_by,
+        **({"command": command} if command else {}),
+        "config": dataclasses.asdict(config),
+        "iterations_done": done,
+        "stopped_by_budget": not finished,
+        "learning_curve": curve,
+        "train_seconds": round(seconds, 1),
+        **extra,
+        **device_facts(device),
+    })
+    return finished

@@ -22,11 +22,10 @@ import torch
 from tqdm import tqdm
 
 from ..inverse.ambient import MeasurementFamily, parse_family
-from ..models.checkpoint import save_model
 from ..domains.registry import resolve_domain
 from ..models import WGANCritic, WGANGenerator
-from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
-from .state import budget_spent, has_state, load_state, outcome, save_state
+from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .state import budget_spent, has_state, load_state, outcome, save_final, save_state
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +165,9 @@ def train(config: WGANConfig) -> WGANGenerator | None:
         if budget_spent(start, config.max_minutes, done, config.iterations):
             checkpoint()
             break
-    finished = done >= config.iterations
-    G.eval()
-    save_model(G, config.out, metadata={  # loadable after every piece; "stopped_by_budget" marks an unfinished run
-        "trained_by": "manifold_defense.training.wgan_gp",
-        "config": dataclasses.asdict(config),
-        "iterations_done": done,
-        "stopped_by_budget": not finished,
-        "learning_curve": curve,
-        "train_seconds": round(seconds0 + time.monotonic() - start, 1),
-        "final_wasserstein_estimate": float(-wasserstein.item()),
-        **device_facts(device),
-    })
+    finished = save_final(G, config.out, trained_by="manifold_defense.training.wgan_gp", config=config, done=done,
+                          total=config.iterations, curve=curve, seconds=seconds0 + time.monotonic() - start,
+                          device=device, final_wasserstein_estimate=float(-wasserstein.item()))
     return G if finished else None
 
 
