@@ -22,6 +22,7 @@ def test_wgan_then_encoder_then_classifier(tmp_path: Path):
     assert "test_pixel_mse_G_of_E" in read_config(enc_out)["metadata"]
     acc = read_config(clf_out)["metadata"]["test_accuracy"]
     assert 0.0 <= acc <= 1.0
+    assert read_config(clf_out)["metadata"]["command"].startswith("python -m manifold_defense.training.classifier")
     load_model(clf_out)
 
 

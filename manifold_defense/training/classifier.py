@@ -37,7 +37,7 @@ from ..models import build
 from ..models.checkpoint import save_model
 from ..pretrained import load_ddpm, load_named
 from ..purify import OneShotDenoiser
-from .cli import config_parser, device_facts, parse_config, resolve_device, seed_everything
+from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _denoiser(config: ClassifierConfig, domain: Any, device: torch.device) -> nn
     return module
 
 
-def train(config: ClassifierConfig) -> nn.Module:
+def train(config: ClassifierConfig, command: str | None = None) -> nn.Module:
     """Train, evaluate on the test split, save; returns the model in eval mode.
 
     Raises:
@@ -188,6 +188,7 @@ def train(config: ClassifierConfig) -> nn.Module:
     log.info("test accuracy %.4f", test_acc)
     save_model(model, config.out, metadata={
         "trained_by": "manifold_defense.training.classifier",
+        **({"command": command} if command else {}),
         "config": dataclasses.asdict(config),
         "test_accuracy": test_acc,
         "learning_curve": curve,
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(ClassifierConfig, argv)
-    train(config)
+    train(config, command_line("manifold_defense.training.classifier", argv))
     print(f"saved {config.out}.safetensors and {config.out}.json")
 
 
