@@ -127,10 +127,10 @@ def _judged_job(name: str, runs: str, steps: str, eot: str, minutes: float, *ext
                ("classifier_lenet_at", "ddpm"), long=True)
 
 
-def _certify_n100k(name: str, classifier: str, minutes: float, *extra: str) -> Job:
+def _certify_n100k(name: str, classifier: str, sigma: str, minutes: float, *extra: str) -> Job:
     out = f"eval/reports/certify_{classifier.removeprefix('classifier_')}_n100k_cuda"
     weights = (classifier, "ddpm") if "diffusion" in extra else (classifier,)
-    return Job(name, ("-m", "eval.certify", "--classifier", classifier, *extra, "--sigma", "1.0", "--num-images", "100",
+    return Job(name, ("-m", "eval.certify", "--classifier", classifier, *extra, "--sigma", sigma, "--num-images", "100",
                       "--n", "100000", "--device", "cuda", "--out", out), minutes, (out,), weights, long=True)
 
 
@@ -141,8 +141,8 @@ JOBS += (
         ("classifier",), long=True),
     # Issue #46: n = 100,000 on the first 100 for the best generative row and the best baseline, so that
     # the radius cap of n = 10,000 does not decide the comparison at r = 1.0.
-    _certify_n100k("certify-n100k-consistency", "classifier_lenet_consistency_1.0", 3.0),
-    _certify_n100k("certify-n100k-ddpm-cons5", "classifier_lenet_on_ddpm_cons5_1.0", 5.0, "--denoiser", "diffusion"),
+    _certify_n100k("certify-n100k-consistency", "classifier_lenet_consistency_0.5", "0.5", 3.0),
+    _certify_n100k("certify-n100k-ddpm", "classifier_lenet_consistency_on_ddpm_0.5", "0.5", 5.0, "--denoiser", "diffusion"),
     _judged_job("judged-diffpure-base", "4", "200", "8", 3.0),
     _judged_job("judged-diffpure-x2", "4", "400", "16", 7.0, "--doubling-of", _JUDGED_OUT.format("base")),
     _at_job("at_control_lenet"),
