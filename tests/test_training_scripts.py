@@ -19,6 +19,7 @@ def test_wgan_then_encoder_then_classifier(tmp_path: Path):
     classifier.main(["--quick", "--train-limit", "256", "--out", clf_out, "--device", "cpu"])
     assert load_model(gen_out).latent_dim == 128  # type: ignore[attr-defined]
     assert read_config(gen_out)["metadata"]["config"]["iterations"] == 3
+    assert read_config(gen_out)["metadata"]["command"].startswith("python -m manifold_defense.training.wgan_gp")
     assert "test_pixel_mse_G_of_E" in read_config(enc_out)["metadata"]
     acc = read_config(clf_out)["metadata"]["test_accuracy"]
     assert 0.0 <= acc <= 1.0

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..inverse.ambient import MeasurementFamily, parse_family
 from ..domains.registry import resolve_domain
 from ..models import WGANCritic, WGANGenerator
-from .cli import config_parser, parse_config, resolve_device, seed_everything
+from .cli import command_line, config_parser, parse_config, resolve_device, seed_everything
 from .state import budget_spent, has_state, load_state, outcome, save_final, save_state
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _measured_dataset(images: torch.Tensor, family: MeasurementFamily, config: W
     return out
 
 
-def train(config: WGANConfig) -> WGANGenerator | None:
+def train(config: WGANConfig, command: str | None = None) -> WGANGenerator | None:
     """Run WGAN-GP training and save the generator; returns it (eval mode), or None when
     ``max_minutes`` stopped it first (the generator so far is still saved, marked
     ``stopped_by_budget``, and the state is saved for ``resume``).
@@ -167,7 +167,7 @@ def train(config: WGANConfig) -> WGANGenerator | None:
             break
     finished = save_final(G, config.out, trained_by="manifold_defense.training.wgan_gp", config=config, done=done,
                           total=config.iterations, curve=curve, seconds=seconds0 + time.monotonic() - start,
-                          device=device, final_wasserstein_estimate=float(-wasserstein.item()))
+                          device=device, command=command, final_wasserstein_estimate=float(-wasserstein.item()))
     return G if finished else None
 
 
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(WGANConfig, argv)
-    print(outcome(config.out, train(config) is not None))
+    print(outcome(config.out, train(config, command_line("manifold_defense.training.wgan_gp", argv)) is not None))
 
 
 if __name__ == "__main__":
