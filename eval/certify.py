@@ -9,6 +9,8 @@ L2 radii, the average certified radius, per-example radius and counts.
     torchrun --nproc_per_node 2 -m eval.certify ... --draws 10000   # sharded over the images (torchrun
                                                         # reads --n as its own flag: say --draws)
     python -m eval.certify ... --cache runs/certify_cache   # rerun after a kill: finished batches are read back
+    python -m eval.certify ... --start 5000 --num-images 400 --n 1000   # a selection split: choose among
+                                                        # variants on images the compared reports do not use
 
 A certificate is a lower bound: with probability at least 1 - alpha over the noise, the smoothed
 classifier's prediction is constant on the L2 ball of the certified radius. A smaller ``--n`` (10,000
@@ -111,9 +113,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             **({"encoder": args.encoder} if args.denoiser in ENCODER_DENOISERS else {}),
             **({"head": args.head} if args.head else {}),
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "images_per_batch": args.images_per_batch,
+            **({"start": args.start} if args.start else {}),
             "sigma": [f"{s:g}" for s in args.sigma],
             "attack": {"radii": list(args.attack_radii), "steps": args.attack_steps, "samples": args.attack_samples,
                        "predict_n": args.attack_n}}
+
+
+def _which_images(start: int, count: int) -> str:
+    """'first 500' or, for a selection split, 'images 5000 to 5399 of the'."""
+    return f"first {count}" if not start else f"images {start} to {start + count - 1} of the"
 
 
 def _previous_batches(path: str, args: argparse.Namespace) -> tuple[int, dict[str, dict[int, dict[str, Any]]]]:
@@ -127,6 +135,8 @@ def _previous_batches(path: str, args: argparse.Namespace) -> tuple[int, dict[st
         raise ValueError(f"--extend {path}: no certify.json there")
     old = json.loads(file.read_text())
     was = {**old.get("settings", {})} or {"classifier": old["classifier"], "denoiser": old["denoiser"]}
+    if int(was.get("start", 0)) != args.start:
+        raise ValueError(f"--extend {path}: it starts at test image {was.get('start', 0)}, this run at {args.start}")
     for key, now in _settings(args).items():
         if key in was and was[key] != now:
             raise ValueError(f"--extend {path}: its {key} ({was[key]!r}) differs from this run's ({now!r})")
@@ -161,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "python -m manifold_defense.training.denoiser_head")
     parser.add_argument("--sigma", type=reals(0.0, low_open=True), default=[0.25, 0.5, 1.0], help="noise levels")
     parser.add_argument("--num-images", type=integer(1), default=500, help="the first N test images")
+    parser.add_argument("--start", type=integer(0), default=0, metavar="K",
+                        help="certify test images K to K + N - 1 instead: a selection split, disjoint from the first N "
+                             "that reports are compared on, for choosing among variants without looking at those "
+                             "(a multiple of --images-per-batch; each batch keeps the seed of its place in the test set)")
     parser.add_argument("--n0", type=integer(1), default=100, help="draws that select the class")
     parser.add_argument("--n", "--draws", dest="n", type=integer(1), default=100_000,
                         help="draws that estimate its probability (under torchrun say --draws: it takes --n as its own)")
@@ -237,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         build_parser().error(f"--head refines the DDPM's estimate: it needs --denoiser diffusion, not {args.denoiser}")
     if args.compile and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++") if c):
         build_parser().error("--compile needs a C++ compiler for torch.compile (g++ or $CXX); none found on PATH")
+    if args.start % args.images_per_batch:
+        build_parser().error(f"--start {args.start} is not a multiple of --images-per-batch {args.images_per_batch}")
     argv_list = list(argv) if argv is not None else None
     if args.quick:
         args.num_images, args.n0, args.n = min(args.num_images, 8), 10, 200
@@ -246,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     domain = resolve_domain(args.domain, args.data)
-    x, y = domain.load("test", limit=args.num_images)
+    x, y = domain.load("test", limit=args.start + args.num_images)
+    if len(x) <= args.start:
+        raise ValueError(f"--start {args.start}: the {domain.name} test set has only {len(x)} images")
+    x, y = x[args.start:], y[args.start:]
     x, y = x.to(args.device), y.to(args.device)
     bases = {sigma: build_base(args.classifier, args.denoiser, domain, sigma, args.ddpm, args.encoder,
                                 args.head).to(args.device)
@@ -257,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     per_batch = args.images_per_batch
     batches = list(range((len(x) + per_batch - 1) // per_batch))
+    first_batch = args.start // per_batch  # batch b's seed is that of its place in the test set
     kept, previous = _previous_batches(args.extend, args) if args.extend else (0, {})
     mine = batches[kept // per_batch:][rank::world]
     start = time.monotonic()
@@ -270,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         for b in tqdm(mine, desc=f"certify sigma {sigma:g}", unit="batch", disable=rank != 0):
             xb = x[b * per_batch:(b + 1) * per_batch]
             yb = y[b * per_batch:(b + 1) * per_batch]
-            done[b] = _certify_batch(smoothed, counting, xb, yb, args, args.seed * 1_000_003 + b, cache_dir, fingerprint,
+            done[b] = _certify_batch(smoothed, counting, xb, yb, args, args.seed * 1_000_003 + first_batch + b, cache_dir, fingerprint,
                                      domain.pixel_range)
         if world > 1:
             gathered: list[Any] = [None] * world
@@ -292,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "classifier": args.classifier, "denoiser": args.denoiser,
         **({"encoder": args.encoder} if args.encoder != "encoder" and args.denoiser in ENCODER_DENOISERS else {}),
         **({"head": args.head} if args.head else {}),
-        "dataset": domain.name, "num_images": len(x),
+        "dataset": domain.name, "num_images": len(x), **({"start": args.start} if args.start else {}),
         "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed, "radii": list(args.radii),
         "attack": {"name": "SmoothAdv (Salman et al. 2019)", "radii": list(args.attack_radii),
                    "steps": args.attack_steps, "samples": args.attack_samples, "predict_n": args.attack_n},
@@ -310,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     lines = [f"Command: `{record['command']}`", "",
              f"Certified accuracy (Cohen et al. CERTIFY, n0 = {args.n0}, n = {args.n}, alpha = {args.alpha:g}) of "
              f"{base_label(record)} on the "
-             f"first {len(x)} {domain.title} test images; r = 0 is the smoothed classifier's clean accuracy.", "",
+             f"{_which_images(args.start, len(x))} {domain.title} test images; r = 0 is the smoothed classifier's clean accuracy.", "",
              header, "|" + "---|" * (len(args.radii) + 5)]
     for sigma, res in results.items():
         cells = " | ".join(f"{100 * v:.1f}%" for v in res["certified_accuracy"].values())

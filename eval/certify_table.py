@@ -11,8 +11,9 @@ each radius with the empirical accuracy in brackets where the report attacked th
 average certified radius, images and n. The last line names the configuration that certifies most
 at ``--radius`` (default 1.0) over all rows; compare rows on the same images with ``--first N``
 (every report cut to its first N images, its figures recomputed from the per-example results;
-reports on fewer images are left out and named under the table): a last column then pairs each
-row with the first at ``--radius`` (McNemar's test).
+reports on fewer images, or on other images (``eval.certify --start``), are left out and named under
+the table): a last column then pairs each row with the first at ``--radius`` (McNemar's test).
+A report of a selection split (``--start K``) is labelled with its images.
 """
 
 from __future__ import annotations
@@ -85,8 +86,18 @@ def _load(path: str) -> dict[str, Any]:
     return dict(json.loads(file.read_text()))
 
 
+def _images(record: dict[str, Any]) -> tuple[str, int, int]:
+    """Which test images a report covers: (data set, first index, count); ``--start`` moves the first."""
+    return str(record.get("dataset", "")), int(record.get("start", 0)), int(record["num_images"])
+
+
+def _label(record: dict[str, Any]) -> str:
+    _, start, count = _images(record)
+    return base_label(record) + (f" (test images {start} to {start + count - 1})" if start else "")
+
+
 def _rows(records: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-    return [(base_label(r), sigma, res, r) for r in records for sigma, res in r["results"].items()]
+    return [(_label(r), sigma, res, r) for r in records for sigma, res in r["results"].items()]
 
 
 def leaders_at(records: list[dict[str, Any]], radius: float) -> list[tuple[str, str, float]]:
@@ -125,7 +136,7 @@ def certify_table(records: list[dict[str, Any]], radii: Sequence[float], pair_ra
     images, a last column pairs each row with the first: images certified at that radius only in
     this row / only in the first, with the exact McNemar p-value."""
     rows = _rows(records)
-    paired = pair_radius is not None and len({r["num_images"] for r in records}) == 1
+    paired = pair_radius is not None and len({_images(r) for r in records}) == 1
     head = ("| base classifier | sigma | images | n | r = 0 (clean) | "
             + " | ".join(f"r = {r:g}" for r in radii) + " | ACR |"
             + (f" certified at r = {pair_radius:g} only here / only in the first row (McNemar p) |" if paired else ""))
@@ -174,8 +185,8 @@ def _truth(record: dict[str, Any], n: int) -> list[int] | None:
     """
     if all("truth" in res["per_example"] for res in record["results"].values()):
         return None
-    if " --data" in record.get("command", ""):
-        raise ValueError("made on --data images by an eval.certify that kept no true classes per example: rerun it")
+    if " --data" in record.get("command", "") or record.get("start"):
+        raise ValueError("made on --data or --start images by an eval.certify that kept no true classes per example: rerun it")
     return [int(c) for c in get_domain(record["dataset"]).load("test", limit=n)[1].tolist()]
 
 
@@ -188,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> str:
         if args.reports[0] in short:  # the row every other is paired with
             raise ValueError(f"--first {args.first}: {args.reports[0]}: the report covers "
                              f"{records[0]['num_images']} images, fewer than {args.first}")
+        elsewhere = [p for p, r in zip(args.reports, records) if _images(r)[:2] != _images(records[0])[:2]]
         cut = []
         for path, record in zip(args.reports, records):
-            if path in short:
+            if path in short or path in elsewhere:
                 continue
             try:
                 cut.append(first_images(record, args.first, _truth(record, args.first)))
@@ -199,13 +211,15 @@ def main(argv: Sequence[str] | None = None) -> str:
         records = cut
         if short:
             left_out = f" Left out, on fewer than {args.first} images: {', '.join(short)}."
+        if elsewhere:
+            left_out += f" Left out, on other test images than the first row: {', '.join(elsewhere)}."
     table = certify_table(records, args.radii, pair_radius=args.radius)
     (label, sigma, acc), *tied = leaders_at(records, args.radius)
     level = "".join(f" Level with it: {other}, sigma {s}." for other, s, _ in tied)
     counts = sorted({int(r["num_images"]) for r in records})
-    caveat = ("" if len(counts) == 1 else
-              f" The rows cover {counts[0]} to {counts[-1]} images: compare them on the same images with "
-              "--first N.")
+    caveat = ("" if len({_images(r) for r in records}) == 1 else
+              f" The rows cover {counts[0]} to {counts[-1]} images" if len(counts) > 1 else " The rows cover other images")
+    caveat += ": compare them on the same images with --first N." if caveat else ""
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
             f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{level}{caveat}"
             f"{left_out}")

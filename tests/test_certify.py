@@ -166,6 +166,33 @@ def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
                       "--out", str(tmp_path / "bad")])
 
 
+def test_start_certifies_a_selection_split_the_table_keeps_apart(tmp_path: Path) -> None:
+    from eval import certify_table
+
+    torch.manual_seed(5)
+    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
+    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
+              "--attack-radii", "0.5"]
+    whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
+    later = certify.main([*common, "--num-images", "4", "--start", "4", "--out", str(tmp_path / "later")])
+    assert whole is not None and later is not None and later["start"] == 4 and later["num_images"] == 4
+    a, b = whole["results"]["0.5"]["per_example"], later["results"]["0.5"]["per_example"]
+    # the same images with the same seeds: the second batch of the whole report, example for example
+    assert {k: v[4:] for k, v in a.items() if isinstance(v, list)} == {k: v for k, v in b.items() if isinstance(v, list)}
+    assert b["truth"] == certify.resolve_domain("fashion_mnist", None).load("test", limit=8)[1].tolist()[4:]
+    assert "images 4 to 7 of the" in (tmp_path / "later" / "certify.md").read_text()
+    both = f"{tmp_path / 'whole'},{tmp_path / 'later'}"
+    text = certify_table.main(["--reports", both, "--first", "4", "--radii", "0.5"])
+    assert f"Left out, on other test images than the first row: {tmp_path / 'later'}." in text
+    side = certify_table.main(["--reports", both, "--radii", "0.5"])
+    assert "(test images 4 to 7)" in side and "McNemar" not in side  # never paired with other images
+    with pytest.raises(ValueError, match="starts at test image 4"):
+        certify.main([*common, "--num-images", "8", "--extend", str(tmp_path / "later"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as bad:
+        certify.main([*common, "--start", "3", "--out", str(tmp_path / "bad")])
+    assert bad.value.code == 2
+
+
 @pytest.mark.slow
 def test_the_amortised_denoiser_takes_another_encoder(tmp_path: Path) -> None:
     from manifold_defense.training import encoder as encoder_training
