@@ -13,11 +13,15 @@ from eval import certify
 from manifold_defense.models import MLP, save_model
 
 
-def test_certify_report_on_a_checkpoint_resumes_from_its_cache(tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def _tiny(tmp_path: Path, seed: int, sigma: str = "0.5", *extra: str) -> list[str]:
+    """A tiny MLP saved under tmp_path and the --quick certify arguments for it (batches of 4 images)."""
+    torch.manual_seed(seed)
     save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
-    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.25,0.5", "--quick", "--images-per-batch", "4",
-              "--cache", str(tmp_path / "cache")]
+    return ["--classifier", str(tmp_path / "clf"), "--sigma", sigma, "--quick", "--images-per-batch", "4", *extra]
+
+
+def test_certify_report_on_a_checkpoint_resumes_from_its_cache(tmp_path: Path) -> None:
+    common = _tiny(tmp_path, 0, "0.25,0.5", "--cache", str(tmp_path / "cache"))
     first = certify.main([*common, "--out", str(tmp_path / "a")])
     assert first is not None and (tmp_path / "a" / "certify.md").is_file()
     for sigma in ("0.25", "0.5"):
@@ -111,10 +115,7 @@ def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(t
 
     from eval import certify_table
 
-    torch.manual_seed(4)
-    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
-    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
-              "--attack-radii", "0.5"]
+    common = _tiny(tmp_path, 4, "0.5", "--attack-radii", "0.5")
     whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
     half = certify.main([*common, "--num-images", "4", "--out", str(tmp_path / "half")])
     assert whole is not None and half is not None
@@ -147,10 +148,7 @@ def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(t
 
 
 def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
-    torch.manual_seed(3)
-    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
-    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.25,0.5", "--quick", "--images-per-batch", "4",
-              "--attack-radii", "0.5"]
+    common = _tiny(tmp_path, 3, "0.25,0.5", "--attack-radii", "0.5")
     whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
     certify.main([*common, "--num-images", "4", "--out", str(tmp_path / "half")])
     extended = certify.main([*common, "--num-images", "8", "--extend", str(tmp_path / "half"),
@@ -169,10 +167,7 @@ def test_extend_adds_images_with_the_results_of_one_run(tmp_path: Path) -> None:
 def test_start_certifies_a_selection_split_the_table_keeps_apart(tmp_path: Path) -> None:
     from eval import certify_table
 
-    torch.manual_seed(5)
-    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
-    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
-              "--attack-radii", "0.5"]
+    common = _tiny(tmp_path, 5, "0.5", "--attack-radii", "0.5")
     whole = certify.main([*common, "--num-images", "8", "--out", str(tmp_path / "whole")])
     later = certify.main([*common, "--num-images", "4", "--start", "4", "--out", str(tmp_path / "later")])
     assert whole is not None and later is not None and later["start"] == 4 and later["num_images"] == 4
@@ -221,10 +216,7 @@ def test_an_encoder_without_a_generative_denoiser_is_one_error_line(capsys: pyte
 
 @pytest.mark.slow
 def test_compile_draws_the_same_counts_as_eager(tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    save_model(MLP(hidden=16, depth=1), tmp_path / "clf")
-    common = ["--classifier", str(tmp_path / "clf"), "--sigma", "0.5", "--quick", "--images-per-batch", "4",
-              "--num-images", "4", "--attack-radii", "0.5"]
+    common = _tiny(tmp_path, 5, "0.5", "--num-images", "4", "--attack-radii", "0.5")
     eager = certify.main([*common, "--out", str(tmp_path / "eager")])
     compiled = certify.main([*common, "--compile", "--out", str(tmp_path / "compiled")])
     assert eager is not None and compiled is not None
