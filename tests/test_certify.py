@@ -108,6 +108,8 @@ def test_the_certification_table_puts_reports_side_by_side(tmp_path: Path) -> No
                                 "--radius", "0.5"])  # a tie is named, not broken by the labels' spelling
     assert len(certify_table.leaders_at([records[1], records[1]], 0.5)) == 2 and "Level with it:" in twice
     assert "Level with it" not in text or len(certify_table.leaders_at(records, 0.5)) == 2
+    tried = sum(c["tried"] for r in records for res in r["results"].values() for c in res["soundness"].values())
+    assert f"the attack was run on {tried} certified-correct" in text.splitlines()[-1]  # summed over every row
 
 
 def test_first_cuts_every_report_to_the_same_images_and_recomputes_its_figures(tmp_path: Path) -> None:
