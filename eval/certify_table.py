@@ -33,10 +33,12 @@ __all__ = ["CERTIFY_REPORTS", "certified_accuracy", "average_certified_radius", 
            "first_images", "certify_table", "best_at", "leaders_at", "soundness_line", "main"]
 
 CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row with: the strongest baseline at r = 1
+    "eval/reports/certify_lenet_smoothadv_0.5",  # SmoothAdv training (Salman et al. 2019, eps 1.0, m = 1, T = 2)
+    "eval/reports/certify_lenet_smoothadv_consistency_0.5",  # SmoothAdv + consistency (Jeong & Shin 2020's combination)
     "eval/reports/certify_lenet_consistency_0.5",  # Gaussian noise + consistency regularisation (Jeong & Shin 2020)
     "eval/reports/certify_lenet_consistency_0.25",
     "eval/reports/certify_lenet_consistency_1.0",
-    "eval/reports/certify_lenet_consistency_0.5_e35",  # the same 5 epochs longer: the control of the fine-tuned rows
+    "eval/reports/certify_lenet_consistency_0.5_e35",  # consistency 5 epochs longer: the control of the fine-tuned rows
     "eval/reports/certify_lenet_noise_0.5",  # Gaussian-noise training (Cohen et al. 2019)
     "eval/reports/certify_lenet_noise_1.0",
     "eval/reports/certify_lenet_noise_0.25",
@@ -49,7 +51,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_projection_20",  # n = 1,000 on 20 images: the iterative projection's cost
     "eval/reports/certify_lenet_amortised_clf_1.0_500",  # (b) the encoder trained through the frozen classifier
     "eval/reports/certify_lenet_on_ddpm_1.0_500",  # (a) the classifier fine-tuned behind the DDPM denoiser
-    "eval/reports/certify_lenet_on_ddpm_cons5_1.0_100",  # (a) with consistency regularisation (weight 5)
+    "eval/reports/certify_lenet_on_ddpm_cons5_1.0_500",  # (a) with consistency regularisation (weight 5)
     "eval/reports/certify_lenet_consistency_on_ddpm_0.5_500",  # (a) from the sigma-0.5 consistency classifier
     "eval/reports/certify_lenet_consistency_on_amortised_0.5_500",  # (a) the same behind G(E(x))
 )

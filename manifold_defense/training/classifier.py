@@ -8,10 +8,15 @@ Base classifiers for randomized smoothing (Cohen et al. 2019) train on x + sigma
 (Jeong & Shin 2020: lambda * mean KL(p_mean || p_i) + ``--consistency-entropy`` * H(p_mean));
 ``--denoiser amortised|diffusion`` trains on denoised noisy images D(x + sigma e) instead (the
 classifier adapted to a generative denoiser, the cheap variant of Salman et al. 2020's denoised
-smoothing), usually from ``--init`` an existing classifier:
+smoothing), usually from ``--init`` an existing classifier; ``--smoothadv-eps`` trains on SmoothAdv's
+adversarial noisy images instead of the clean noisy ones (Salman et al. 2019: ``--smoothadv-steps`` PGD
+steps on the smoothed soft classifier under the batch's own noise draws, eps warmed up over
+``--smoothadv-warmup`` epochs; with the consistency term its copies are the draws, else one draw):
 
     python -m manifold_defense.training.classifier --architecture lenet_small --noise-sigma 0.5 \
         --consistency-weight 10 --epochs 30 --out runs/lenet_consistency_0.5
+    python -m manifold_defense.training.classifier --architecture lenet_small --noise-sigma 0.5 \
+        --smoothadv-eps 1.0 --epochs 30 --out runs/lenet_smoothadv_0.5
     python -m manifold_defense.training.classifier --architecture lenet_small --init classifier_lenet \
         --denoiser diffusion --noise-sigma 0.5 --epochs 5 --out runs/lenet_on_ddpm_0.5
 
@@ -38,6 +43,7 @@ from ..models.checkpoint import save_model
 from ..pretrained import load_ddpm, load_named
 from ..purify import OneShotDenoiser
 from .cli import command_line, config_parser, device_facts, parse_config, resolve_device, seed_everything
+from .smooth_adv import smoothadv_inputs, warmup_eps
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class ClassifierConfig:
 
     BOUNDS: ClassVar[dict[str, tuple[Any, Any, bool]]] = {  # numeric fields not named here: >= 0
         "epochs": (1, None, False), "batch_size": (1, None, False), "lr": (0.0, None, True),
-        "consistency_copies": (2, None, False)}
+        "consistency_copies": (2, None, False), "smoothadv_steps": (1, None, False)}
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"denoiser": ("none", "amortised", "diffusion")}
 
     domain: str = "fashion_mnist"  # a registered domain, or the name of the one --data-dir holds
@@ -64,6 +70,9 @@ class ClassifierConfig:
     consistency_weight: float = 0.0  # > 0: Jeong & Shin 2020's consistency term over noisy copies (needs noise_sigma)
     consistency_copies: int = 2  # noisy copies of each image for the consistency term
     consistency_entropy: float = 0.5  # weight of the entropy of the copies' mean prediction
+    smoothadv_eps: float = 0.0  # > 0: SmoothAdv training at this L2 radius (Salman et al. 2019; needs noise_sigma)
+    smoothadv_steps: int = 2  # T, PGD steps of the SmoothAdv attack (step 2 eps / T)
+    smoothadv_warmup: int = 10  # epochs over which eps grows linearly to smoothadv_eps (0: none)
     denoiser: str = "none"  # none | amortised (G(E(x)) of --encoder) | diffusion (the DDPM --ddpm in one shot)
     encoder: str = "encoder"  # the encoder of the amortised denoiser (a shipped name or a checkpoint path)
     ddpm: str = "ddpm"  # the DDPM of the diffusion denoiser
@@ -138,7 +147,7 @@ def train(config: ClassifierConfig, command: str | None = None) -> nn.Module:
     """Train, evaluate on the test split, save; returns the model in eval mode.
 
     Raises:
-        ValueError: a consistency term or a denoiser without noise.
+        ValueError: a consistency term, SmoothAdv or a denoiser without noise; SmoothAdv behind a denoiser.
     """
     gen = seed_everything(config.seed)
     if config.threads > 0:
@@ -150,6 +159,10 @@ def train(config: ClassifierConfig, command: str | None = None) -> nn.Module:
     x, y, x_test, y_test = x.to(device), y.to(device), x_test.to(device), y_test.to(device)
     if config.consistency_weight > 0 and config.noise_sigma <= 0:
         raise ValueError("--consistency-weight compares noisy copies: set --noise-sigma > 0")
+    if config.smoothadv_eps > 0 and config.noise_sigma <= 0:
+        raise ValueError("--smoothadv-eps attacks the smoothed classifier: set --noise-sigma > 0")
+    if config.smoothadv_eps > 0 and config.denoiser != "none":
+        raise ValueError("--smoothadv-eps trains the classifier itself: use it with --denoiser none")
     denoiser = _denoiser(config, domain, device)
     channels, size = domain.image_shape[0], domain.image_shape[-1]
     model = (load_named(config.init, domain, map_location=device).float() if config.init else
@@ -167,7 +180,13 @@ def train(config: ClassifierConfig, command: str | None = None) -> nn.Module:
             copies = config.consistency_copies if config.consistency_weight > 0 else 1
             inputs = x[idx].repeat(copies, 1, 1, 1)
             if config.noise_sigma > 0:  # Gaussian augmentation, no clipping (as the reference code)
-                inputs = inputs + config.noise_sigma * torch.randn(inputs.shape, generator=gen).to(device)
+                noise = config.noise_sigma * torch.randn(inputs.shape, generator=gen).to(device)
+                if config.smoothadv_eps > 0:
+                    eps = warmup_eps(config.smoothadv_eps, epoch, config.smoothadv_warmup)
+                    adv = smoothadv_inputs(model, x[idx], y[idx], noise.view(copies, *x[idx].shape), eps=eps,
+                                           steps=config.smoothadv_steps, bounds=domain.pixel_range)
+                    inputs = adv.repeat(copies, 1, 1, 1)
+                inputs = inputs + noise
             if denoiser is not None:
                 with torch.no_grad():
                     inputs = denoiser(inputs)
