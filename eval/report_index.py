@@ -3,6 +3,7 @@
 
     python -m eval.report_index                 # both tables, Markdown
     python -m eval.report_index --reports eval/reports --weights manifold_defense/weights/fashion_mnist
+    python -m eval.report_index --update docs/reproduce.md   # rewrite the page's two tables in place
 
 A report's command is its ``command`` field (with ``torchrun --nproc_per_node N`` where it ran on N
 processes). A checkpoint stores its training config, not its command line: the command shown is the
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 
 from manifold_defense.utils import ToolParser, run
 
-__all__ = ["reports_table", "weights_table", "checkpoint_command", "main"]
+__all__ = ["reports_table", "weights_table", "checkpoint_command", "update_page", "main"]
 
 # The command-line script of each training module (a checkpoint JSON names the module that trained it).
 TRAINING_SCRIPTS = {
@@ -119,12 +120,34 @@ def weights_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def update_page(text: str, tables: dict[str, str]) -> str:
+    r"""``text`` with the block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` replaced by
+    ``tables[NAME]``, for every NAME.
+
+    Raises:
+        ValueError: a pair of markers is missing or out of order.
+
+    Example:
+        >>> update_page("a\n<!-- t:begin -->\nold\n<!-- t:end -->\nb", {"t": "new"})
+        'a\n<!-- t:begin -->\nnew\n<!-- t:end -->\nb'
+    """
+    for name, table in tables.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        i, j = text.find(begin), text.find(end)
+        if i < 0 or j < i:
+            raise ValueError(f"the page has no {begin} ... {end} block to rewrite")
+        text = text[:i + len(begin)] + "\n" + table.strip("\n") + "\n" + text[j:]
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """This script's command line."""
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reports", default="eval/reports", help="the directory of saved reports")
     parser.add_argument("--weights", default="manifold_defense/weights/fashion_mnist",
                         help="the directory of shipped checkpoints")
+    parser.add_argument("--update", default="", metavar="PAGE",
+                        help="rewrite the report_index and weights_index blocks of this Markdown page in place")
     return parser
 
 
@@ -133,8 +156,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     for path in (args.reports, args.weights):
         if not Path(path).is_dir():
             raise FileNotFoundError(f"no such directory: {path}")
-    text = reports_table(Path(args.reports)) + "\n\n" + weights_table(Path(args.weights))
-    print(text)
+    reports, weights = reports_table(Path(args.reports)), weights_table(Path(args.weights))
+    if args.update:
+        page = Path(args.update)
+        if not page.is_file():
+            raise FileNotFoundError(f"no such page: {page}")
+        page.write_text(update_page(page.read_text(), {"report_index": reports, "weights_index": weights}))
+        print(f"updated {page}")
+    text = reports + "\n\n" + weights
+    if not args.update:
+        print(text)
     return text
 
 

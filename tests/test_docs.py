@@ -161,7 +161,7 @@ def test_reproduce_page_lists_every_report_and_checkpoint(monkeypatch: pytest.Mo
                         ("weights_index", report_index.weights_table(Path("manifold_defense/weights/fashion_mnist")))):
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         assert page[page.index(begin) + len(begin):page.index(end)].strip() == table.strip(), (
-            f"docs/reproduce.md's {name} table is stale: paste the output of `python -m eval.report_index`")
+            f"docs/reproduce.md's {name} table is stale: run `python -m eval.report_index --update docs/reproduce.md`")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
@@ -171,3 +171,20 @@ def test_relative_links_resolve(page: Path) -> None:
         if "://" in target:
             continue
         assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_the_report_index_rewrites_only_its_blocks(tmp_path: Path) -> None:
+    from eval import report_index
+
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- report_index:begin -->\nstale\n<!-- report_index:end -->\nmiddle\n"
+                    "<!-- weights_index:begin -->\n<!-- weights_index:end -->\nend\n")
+    args = ["--reports", str(ROOT / "eval" / "reports"), "--weights", str(ROOT / "manifold_defense" / "weights" / "fashion_mnist")]
+    report_index.main([*args, "--update", str(page)])
+    once = page.read_text()
+    assert "stale" not in once and once.startswith("intro\n") and "\nmiddle\n" in once and once.endswith("end\n")
+    assert report_index.reports_table(ROOT / "eval" / "reports").strip() in once
+    report_index.main([*args, "--update", str(page)])
+    assert page.read_text() == once
+    with pytest.raises(ValueError, match="weights_index:begin"):
+        report_index.update_page("no markers", {"weights_index": "x"})
