@@ -52,6 +52,7 @@ CERTIFY_REPORTS = (  # the first row is the one --first pairs every other row wi
     "eval/reports/certify_lenet_amortised_clf_1.0_500",  # (b) the encoder trained through the frozen classifier
     "eval/reports/certify_lenet_on_ddpm_1.0_500",  # (a) the classifier fine-tuned behind the DDPM denoiser
     "eval/reports/certify_lenet_on_ddpm_cons5_1.0_500",  # (a) with consistency regularisation (weight 5)
+    "eval/reports/certify_lenet_ddpm_head_1.0_500",  # (b) a residual head on the DDPM trained through the frozen classifier
     "eval/reports/certify_lenet_consistency_on_ddpm_0.5_500",  # (a) from the sigma-0.5 consistency classifier
     "eval/reports/certify_lenet_consistency_on_amortised_0.5_500",  # (a) the same behind G(E(x))
 )
