@@ -127,22 +127,11 @@ def _judged_job(name: str, runs: str, steps: str, eot: str, minutes: float, *ext
                ("classifier_lenet_at", "ddpm"), long=True)
 
 
-def _certify_n100k(name: str, classifier: str, sigma: str, minutes: float, *extra: str) -> Job:
-    out = f"eval/reports/certify_{classifier.removeprefix('classifier_')}_n100k_cuda"
-    weights = (classifier, "ddpm") if "diffusion" in extra else (classifier,)
-    return Job(name, ("-m", "eval.certify", "--classifier", classifier, *extra, "--sigma", sigma, "--num-images", "100",
-                      "--n", "100000", "--device", "cuda", "--out", out), minutes, (out,), weights, long=True)
-
-
 JOBS += (
     Job("generate-ddpm", ("-m", "eval.generate_data", "--generator", "eval/resume/ddpm_cfg", "--n", "200000",
                           "--shard-size", "20000", "--batch-size", "5000", "--device", "cuda", "--max-minutes", "2",
                           "--out", "data/generated/ddpm_cfg"), 3.0, ("data/generated/ddpm_cfg/generated.json",),
         ("classifier",), long=True),
-    # Issue #46: n = 100,000 on the first 100 for the best generative row and the best baseline, so that
-    # the radius cap of n = 10,000 does not decide the comparison at r = 1.0.
-    _certify_n100k("certify-n100k-consistency", "classifier_lenet_consistency_0.5", "0.5", 3.0),
-    _certify_n100k("certify-n100k-ddpm", "classifier_lenet_consistency_on_ddpm_0.5", "0.5", 5.0, "--denoiser", "diffusion"),
     _judged_job("judged-diffpure-base", "4", "200", "8", 3.0),
     _judged_job("judged-diffpure-x2", "4", "400", "16", 7.0, "--doubling-of", _JUDGED_OUT.format("base")),
     _at_job("at_control_lenet"),
