@@ -98,6 +98,10 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
         "(classifier_lenet_at_pgd10_ddpm24k), undefended=eval/reports/robustness_lenet_at_pgd10_ddpm24k_1000:undefended",
         "the same recipe with 24,000 WGAN-GP samples pseudo-labelled by the standard classifier as half of every "
         "batch (classifier_lenet_at_pgd10_wgan24k), undefended=eval/reports/robustness_lenet_at_pgd10_wgan24k_1000:undefended",
+        "the same recipe with 48,000 class-conditional DDPM samples as half of every batch "
+        "(eval/resume/lenet_ddpm48k_f0.5), undefended=eval/reports/robustness_lenet_at_pgd10_ddpm48k_f0.5_1000:undefended",
+        "the same recipe with 48,000 class-conditional DDPM samples as 70% of every batch "
+        "(eval/resume/lenet_ddpm48k_f0.7), undefended=eval/reports/robustness_lenet_at_pgd10_ddpm48k_f0.7_1000:undefended",
     ),
 }
 COMPARISON_COLUMNS = COMPARISONS[200]
