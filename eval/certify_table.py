@@ -5,6 +5,7 @@ classifier under SmoothAdv at the same radius (an upper bound).
     python -m eval.certify_table                      # the shipped certification reports (CERTIFY_REPORTS)
     python -m eval.certify_table --reports eval/reports/certify_lenet,eval/reports/certify_lenet_amortised
     python -m eval.certify_table --first 100          # every report on the same first 100 test images
+    python -m eval.certify_table --first 500 --update docs/results.md --block certify_first_500   # rewrite in place
 
 One row per (report, sigma): the smoothed classifier's clean accuracy (r = 0), certified accuracy at
 each radius with the empirical accuracy in brackets where the report attacked that radius, the
@@ -13,7 +14,8 @@ at ``--radius`` (default 1.0) over all rows; compare rows on the same images wit
 (every report cut to its first N images, its figures recomputed from the per-example results;
 reports on fewer images, or on other images (``eval.certify --start``), are left out and named under
 the table): a last column then pairs each row with the first at ``--radius`` (McNemar's test).
-A report of a selection split (``--start K``) is labelled with its images.
+A report of a selection split (``--start K``) is labelled with its images. ``--update PAGE --block
+NAME`` writes the output between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` of a Markdown page.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Sequence
 from manifold_defense.utils import ToolParser, integer, real, reals, run
 from manifold_defense.domains import get_domain
 
+from .report.page import update_file
 from .report.certified import average_certified_radius, base_label, certified_accuracy, soundness, summarise
 from .suite.stats import mcnemar_p
 
@@ -178,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first", type=integer(1), default=None, metavar="N",
                         help="every report cut to its first N images (the same images in every row; reports on "
                              "fewer are left out and named)")
+    parser.add_argument("--update", default="", metavar="PAGE",
+                        help="rewrite the --block NAME block of this Markdown page with the output, in place")
+    parser.add_argument("--block", default="", metavar="NAME",
+                        help="the block of --update PAGE: between <!-- NAME:begin --> and <!-- NAME:end -->")
     return parser
 
 
@@ -215,7 +222,10 @@ def soundness_line(records: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.update) != bool(args.block):
+        parser.error("--update PAGE and --block NAME go together")
     records = [_load(p) for p in args.reports]
     left_out = ""
     if args.first is not None:
@@ -247,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     text = (f"{table}\n\nCertified accuracy with the empirical accuracy under SmoothAdv in brackets. "
             f"Most certified at r = {args.radius:g}: {label}, sigma {sigma}: {100 * acc:.1f}%.{level}{caveat}"
             f"{left_out}\n\n{soundness_line(records)}")
-    print(text)
+    if args.update:
+        update_file(args.update, {args.block: text})
+        print(f"updated the {args.block} block of {args.update}")
+    else:
+        print(text)
     return text
 
 

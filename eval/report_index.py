@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 from manifold_defense.utils import ToolParser, run
 
+from .report.page import update_file, update_page
+
 __all__ = ["reports_table", "weights_table", "checkpoint_command", "update_page", "main"]
 
 # The command-line script of each training module (a checkpoint JSON names the module that trained it).
@@ -120,26 +122,6 @@ def weights_table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def update_page(text: str, tables: dict[str, str]) -> str:
-    r"""``text`` with the block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` replaced by
-    ``tables[NAME]``, for every NAME.
-
-    Raises:
-        ValueError: a pair of markers is missing or out of order.
-
-    Example:
-        >>> update_page("a\n<!-- t:begin -->\nold\n<!-- t:end -->\nb", {"t": "new"})
-        'a\n<!-- t:begin -->\nnew\n<!-- t:end -->\nb'
-    """
-    for name, table in tables.items():
-        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        i, j = text.find(begin), text.find(end)
-        if i < 0 or j < i:
-            raise ValueError(f"the page has no {begin} ... {end} block to rewrite")
-        text = text[:i + len(begin)] + "\n" + table.strip("\n") + "\n" + text[j:]
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     """This script's command line."""
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,11 +140,8 @@ def main(argv: Sequence[str] | None = None) -> str:
             raise FileNotFoundError(f"no such directory: {path}")
     reports, weights = reports_table(Path(args.reports)), weights_table(Path(args.weights))
     if args.update:
-        page = Path(args.update)
-        if not page.is_file():
-            raise FileNotFoundError(f"no such page: {page}")
-        page.write_text(update_page(page.read_text(), {"report_index": reports, "weights_index": weights}))
-        print(f"updated {page}")
+        update_file(args.update, {"report_index": reports, "weights_index": weights})
+        print(f"updated {args.update}")
     text = reports + "\n\n" + weights
     if not args.update:
         print(text)

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifold_defense.models import (DDPM, MLP, CheckpointError, Encoder, ModelA, ResNetSmall, WGANGenerator, load_model, read_config,
-                                    save_model)
+from manifold_defense.models import (DDPM, MLP, CheckpointError, Encoder, LeNetSmall, LeNetWide, ModelA, ResNetSmall, WGANGenerator,
+                                    load_model, read_config, save_model)
 
 
 @pytest.mark.parametrize("model", [ModelA(width=4), MLP(hidden=8), WGANGenerator(latent_dim=8, dim=4), Encoder(dim=4),
-                                   ResNetSmall(width=4), DDPM(width=4, timesteps=20, num_classes=10)])
+                                   ResNetSmall(width=4), LeNetSmall(width=3), LeNetWide(),
+                                   DDPM(width=4, timesteps=20, num_classes=10)])
 def test_round_trip_gives_identical_outputs(tmp_path: Path, model: torch.nn.Module):
     model.eval()
     save_model(model, tmp_path / "m", metadata={"seed": 3})
@@ -24,6 +25,22 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, model: torch.nn.Modu
         assert torch.equal(model(*args), loaded(*args))
     assert type(loaded) is type(model) and not loaded.training
     assert read_config(tmp_path / "m")["metadata"] == {"seed": 3}
+
+
+def test_lenet_checkpoint_without_width_loads_as_the_reference(tmp_path: Path):
+    save_model(LeNetSmall(), tmp_path / "m")  # checkpoints written before the width multiplier existed
+    config_path = tmp_path / "m.json"
+    config = json.loads(config_path.read_text())
+    del config["kwargs"]["width"]
+    config_path.write_text(json.dumps(config))
+    loaded = load_model(config_path)
+    assert isinstance(loaded, LeNetSmall) and loaded.width == 1
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in LeNetSmall().parameters())
+
+
+def test_lenet_width_below_one_is_refused():
+    with pytest.raises(ValueError, match="width"):
+        LeNetSmall(width=0)
 
 
 def test_tampered_weights_are_refused(tmp_path: Path):

@@ -1,7 +1,8 @@
 """Docs that cannot rot: every ``python -m MODULE ...`` command in README.md and docs/ names a module
 whose command line accepts its flags (parsed only, nothing run); every Python block of README.md
 runs on tiny models (or is marked ``<!-- not run: why -->`` on the line before it); the README's
-headline table and docs/reproduce.md's tables are what their commands print; README.md is at most
+headline table, docs/reproduce.md's tables and docs/results.md's certification tables are what their
+commands print; README.md is at most
 250 lines; relative links point at files that exist."""
 
 from __future__ import annotations
@@ -162,6 +163,43 @@ def test_reproduce_page_lists_every_report_and_checkpoint(monkeypatch: pytest.Mo
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         assert page[page.index(begin) + len(begin):page.index(end)].strip() == table.strip(), (
             f"docs/reproduce.md's {name} table is stale: run `python -m eval.report_index --update docs/reproduce.md`")
+
+
+@pytest.mark.parametrize(("block", "args"), [("certify_all", []), ("certify_first_500", ["--first", "500"])])
+def test_results_certify_tables_are_what_their_command_prints(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str], block: str,
+                                                              args: list[str]) -> None:
+    from eval import certify_table
+
+    monkeypatch.chdir(ROOT)
+    page = (ROOT / "docs" / "results.md").read_text()
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    printed = certify_table.main(args)
+    capsys.readouterr()
+    assert page[page.index(begin) + len(begin):page.index(end)].strip() == printed.strip(), (
+        f"docs/results.md's {block} table is stale: run `python -m eval.certify_table {' '.join(args)} "
+        f"--update docs/results.md --block {block}`")
+
+
+def test_certify_table_update_rewrites_only_its_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from eval import certify_table
+
+    monkeypatch.chdir(ROOT)
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- t:begin -->\nstale\n<!-- t:end -->\nend\n")
+    reports = ["--reports", "eval/reports/certify_lenet_noise_0.5,eval/reports/certify_lenet_noise_1.0"]
+    text = certify_table.main([*reports, "--update", str(page), "--block", "t"])
+    once = page.read_text()
+    assert once == f"intro\n<!-- t:begin -->\n{text.strip()}\n<!-- t:end -->\nend\n"
+    certify_table.main([*reports, "--update", str(page), "--block", "t"])
+    assert page.read_text() == once
+    with pytest.raises(SystemExit) as exit_info:
+        certify_table.main([*reports, "--update", str(page)])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: --update PAGE and --block NAME")
+    with pytest.raises(ValueError, match="<!-- other:begin -->"):
+        certify_table.main([*reports, "--update", str(page), "--block", "other"])
+    assert page.read_text() == once
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
