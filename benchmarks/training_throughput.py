@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ddpm_training": [ddpm_training(w, args.ddpm_batch, args.iters, device) for w in ((16,) if args.quick else (16, 32))],
         "ddpm_sampling": ddpm_sampling(args.sample_batch, args.sample_steps, args.iters, device),
         "adversarial_training": [adversarial_training(a, args.at_batch, args.iters, device)
-                                 for a in ("lenet_small", "model_a", "resnet_small")],
+                                 for a in ("lenet_small", "lenet_wide", "model_a", "resnet_small")],
     }
     write_record(record, args.out or f"benchmarks/results/training_throughput_{device.type}.json")
     return record
