@@ -97,9 +97,9 @@ class LeNetSmall(nn.Module):
 
 class LeNetWide(LeNetSmall):
     """:class:`LeNetSmall` at twice the channels and hidden units (32, 64, 200): 0.66 M parameters, four
-    times the reference's 0.17 M, at 2.6 times its cost per PGD step on one CPU core. The larger
-    architecture of the generated-data ablation that the CPU can train (``resnet_small`` costs 14 times
-    LeNetSmall per step there).
+    times the reference's 0.17 M, at about 2.3 times its training time on one CPU core. The larger
+    architecture of the generated-data ablation that the CPU can train (``resnet_small`` runs PGD-10
+    adversarial training about 30 times slower than LeNetSmall there).
 
     Shape:
         input (N, in_channels, image_size, image_size); output (N, num_classes).
