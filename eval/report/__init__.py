@@ -28,7 +28,8 @@ Example:
 
 Parts: :mod:`.options` (ReportOptions, Report), :mod:`.plan` (what runs where), :mod:`.evaluate`
 (run and shard), :mod:`.fold` (extend and fold earlier reports), :mod:`.measure` (checks, timings,
-the JSON record), :mod:`.figures`, :mod:`.checks`. Library code: it never imports a command line.
+the JSON record), :mod:`.figures`, :mod:`.checks`, :mod:`.tables` and :mod:`.certified` (tables from saved
+reports), :mod:`.page` (generated blocks of a Markdown page). Library code: it never imports a command line.
 """
 
 from .evaluate import evaluate
