@@ -53,6 +53,11 @@ bundle ``runs/amortised_at_more_defense`` is what ``eval.robustness --defense`` 
         --reconstruction-weight 0.01 --batch-size 128 --lr 2.5e-4 --lr-schedule cosine --iterations 1150 \\
         --eval-every 230 --val-size 1000 --threads 1 --out runs/amortised_at_more
 
+Every run with a learning curve stores the convergence rule's verdict in its JSON (``convergence``:
+the change of held-out robust accuracy over the last quarter, :mod:`manifold_defense.training.convergence`).
+``--val-square-queries Q`` adds Square with Q queries to each curve point, and the rule then reads the
+per-image worst case of PGD-10 and Square: a model that masks its gradients passes PGD-10 alone.
+
 Add ``--max-minutes M`` to stop and save within a budget, then the same command with ``--resume``
 to continue; ``torchrun --nproc_per_node N -m eval.train_robust ...`` splits each batch over N
 processes.
@@ -69,7 +74,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from attacks import LinfPGD, OnManifoldAttack, TradesPGD
+from attacks import LinfPGD, OnManifoldAttack, TorchAttack, TradesPGD
 from manifold_defense.domains import resolve_domain
 from manifold_defense.training.cli import config_parser, parse_config
 from manifold_defense.training.robust import Adversaries, RobustConfig, train
@@ -78,8 +83,8 @@ __all__ = ["adversaries", "main"]
 
 
 def adversaries(config: RobustConfig) -> Adversaries:
-    """Madry PGD examples (step ``pgd_step_factor`` * eps / steps, random start), on-manifold pairs and TRADES KL-maximising
-    examples, within the domain's pixel range."""
+    """Madry PGD examples (step ``pgd_step_factor`` * eps / steps, random start), on-manifold pairs, TRADES KL-maximising
+    examples and Square (the learning curve's gradient-free check), within the domain's pixel range."""
     bounds = resolve_domain(config.domain, config.data_dir).pixel_range
 
     def pgd(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
@@ -91,7 +96,12 @@ def adversaries(config: RobustConfig) -> Adversaries:
     def trades(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
         return TradesPGD(eps=eps, steps=steps, bounds=bounds, seed=seed)(C, x)
 
-    return Adversaries(pgd=pgd, on_manifold=on_manifold, trades=trades)
+    def square(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int, seed: int) -> torch.Tensor:
+        # torchattacks' Square reseeds the global RNG: keep the training run's stream as it was
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            return TorchAttack("Square", eps=eps, n_queries=queries, seed=seed, bounds=bounds)(C, x, y).adversarial
+
+    return Adversaries(pgd=pgd, on_manifold=on_manifold, trades=trades, gradient_free=square)
 
 
 def build_parser() -> argparse.ArgumentParser:

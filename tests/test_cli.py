@@ -62,6 +62,8 @@ BAD_FLAGS = [
     ("benchmarks.device_suite", ["--max-minutes", "0"], "--max-minutes", "0"),
     ("benchmarks.training_throughput", ["--iters", "0"], "--iters", "0"),
     ("eval.generate_data", ["--guidance", "-1"], "--guidance", "-1"),
+    ("eval.train_robust", ["--val-square-queries", "-1"], "--val-square-queries", "-1"),
+    ("eval.convergence_table", ["--tail", "0"], "--tail", "0"),
 ]
 
 

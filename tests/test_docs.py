@@ -181,6 +181,19 @@ def test_results_certify_tables_are_what_their_command_prints(monkeypatch: pytes
         f"--update docs/results.md --block {block}`")
 
 
+def test_training_convergence_table_is_what_its_command_prints(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from eval import convergence_table
+
+    monkeypatch.chdir(ROOT)
+    page = (ROOT / "docs" / "training.md").read_text()
+    begin, end = "<!-- convergence:begin -->", "<!-- convergence:end -->"
+    printed = convergence_table.main([])
+    capsys.readouterr()
+    assert page[page.index(begin) + len(begin):page.index(end)].strip() == printed.strip(), (
+        "docs/training.md's convergence table is stale: run `python -m eval.convergence_table --update docs/training.md`")
+
+
 def test_certify_table_update_rewrites_only_its_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from eval import certify_table

@@ -269,3 +269,34 @@ def test_the_adversarial_part_of_a_mixed_batch_holds_both_sources_in_proportion(
         assert abs(real_first - first * n_real / max(1, n_real + n_gen)) <= 1
     with pytest.raises(ValueError, match="n_first"):
         stratified_order(2, 2, 5)
+
+
+def test_square_on_the_learning_curve_and_the_convergence_verdict(parts, tmp_path: Path):
+    """``--val-square-queries``: each curve point holds Square's accuracy and the per-image worst case,
+    which is no higher than either attack alone; the JSON's verdict then reads the worst case."""
+    out = tmp_path / "sq"
+    train_robust.main(args(parts, out, "--manifold-weight", "0", "--projection-weight", "0", "--val-size", "32",
+                           "--eval-every", "2", "--val-square-queries", "20"))
+    meta = read_config(out)["metadata"]
+    for p in meta["learning_curve"]:
+        assert p["val_worst"] <= min(p["val_pgd10"], p["val_square"]) and p["val_square"] <= p["val_clean"]
+    verdict = meta["convergence"]
+    assert verdict["key"] == "val_worst" and verdict["to_iteration"] == 4
+    assert verdict["gradient_free_gap"] == pytest.approx(meta["learning_curve"][-1]["val_pgd10"] - meta["learning_curve"][-1]["val_worst"], abs=1e-6)
+    with pytest.raises(ValueError, match="val_square_queries"):
+        robust.train(robust.RobustConfig(**{**robust.RobustConfig().quick(), "val_square_queries": 5, "eval_every": 2,
+                                            "val_size": 8, "manifold_weight": 0, "projection_weight": 0}))
+
+
+def test_the_curve_s_square_leaves_the_global_rng_alone():
+    """torchattacks' Square reseeds torch's global RNG; the training script's wrapper must not let it."""
+    square = train_robust.adversaries(robust.RobustConfig()).gradient_free
+    assert square is not None
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    x_adv = square(net, x, y, 0.1, 5, 0)
+    assert torch.equal(torch.rand(3), expected)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6

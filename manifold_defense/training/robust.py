@@ -69,6 +69,7 @@ from ..domains import Domain, load_generated, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import device_facts, resolve_device, seed_everything
+from .convergence import convergence
 from .ema import WeightEMA
 from .mixing import mixed_indices, stratified_order
 from .state import has_state, load_state, save_state
@@ -124,6 +125,7 @@ class RobustConfig:
     sampling: str = "replacement"  # replacement: batches drawn with replacement | epochs: a fresh permutation per epoch
     max_minutes: float = 0.0  # > 0: save and stop after this wall-clock budget (resume continues)
     eval_every: int = 0  # > 0: record clean / PGD accuracy on the held-out images every N iterations
+    val_square_queries: int = 0  # > 0: the curve also runs Square (gradient-free) with this many queries; the rule reads the worst case
     val_size: int = 0  # training images held out (the last ones) for the learning curve
     train_limit: int = 0
     resume: bool = False
@@ -152,11 +154,14 @@ class Adversaries:
             the learning curve's robust accuracy).
         on_manifold: makes the on-manifold pairs (needed when ``manifold_weight`` > 0).
         trades: makes TRADES' KL-maximising examples (needed when ``trades_beta`` > 0).
+        gradient_free: a gradient-free attack whose fifth argument is its query budget (needed when
+            ``val_square_queries`` > 0): the learning curve's check against gradient masking.
     """
 
     pgd: ExampleAttack | None = None
     on_manifold: PairAttack | None = None
     trades: ExampleAttack | None = None  # maximises KL(C(x) || C(x')) (y is ignored)
+    gradient_free: ExampleAttack | None = None  # (C, x, y, eps, queries, seed): Square, for the learning curve
 
 
 def _adversarial_count(config: RobustConfig, batch: int) -> int:
@@ -251,13 +256,19 @@ def _out_of_time(start: float, minutes: float, world: int, device: torch.device)
 
 @torch.no_grad()
 def _curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaries: Adversaries, eps: float,
-                 it: int, lr: float) -> dict[str, float]:
-    """Clean and PGD-10 accuracy of C on held-out images (C in eval mode)."""
+                 it: int, lr: float, queries: int = 0) -> dict[str, float]:
+    """Clean and PGD-10 accuracy of C on held-out images (C in eval mode); with ``queries`` > 0 also
+    the gradient-free attack's accuracy and the per-image worst case of both (``val_worst``)."""
     point = {"iteration": it, "lr": lr, "val_clean": float((C(x).argmax(1) == y).float().mean())}
     if adversaries.pgd is not None:
         with torch.enable_grad():
             x_adv = adversaries.pgd(C, x, y, eps, 10, 0)
-        point["val_pgd10"] = float((C(x_adv).argmax(1) == y).float().mean())
+        right = C(x_adv).argmax(1) == y
+        point["val_pgd10"] = float(right.float().mean())
+        if queries > 0 and adversaries.gradient_free is not None:
+            right_gf = C(adversaries.gradient_free(C, x, y, eps, queries, 0)).argmax(1) == y
+            point["val_square"] = float(right_gf.float().mean())
+            point["val_worst"] = float((right & right_gf).float().mean())
     return point
 
 
@@ -321,6 +332,9 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         raise ValueError(f"pgd_step_factor must be > 0, got {config.pgd_step_factor}")
     if config.ema >= 1.0:
         raise ValueError(f"ema must be a decay in [0, 1), got {config.ema}")
+    if config.val_square_queries > 0 and (adversaries.gradient_free is None or config.eval_every < 1):
+        raise ValueError("val_square_queries > 0 needs Adversaries(gradient_free=...) and eval_every > 0; "
+                         "eval.train_robust builds Square")
     if config.eval_every > 0 and config.val_size < 1:
         raise ValueError("eval_every > 0 needs val_size >= 1 held-out images")
     domain = resolve_domain(config.domain, config.data_dir)
@@ -456,7 +470,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         if rank == 0 and config.eval_every > 0 and (it + 1) % config.eval_every == 0:
             judged = ema.module if ema is not None else trained
             judged.eval()
-            curve.append(_curve_point(judged, x_val, y_val, adversaries, pgd_eps, it + 1, lr))
+            curve.append(_curve_point(judged, x_val, y_val, adversaries, pgd_eps, it + 1, lr, config.val_square_queries))
             trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
@@ -479,6 +493,7 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "iterations_done": it,
             "stopped_by_budget": it < config.iterations,
             "learning_curve": curve,
+            **({"convergence": convergence(curve)} if curve and "val_pgd10" in curve[-1] else {}),
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
             "train_seconds": round(seconds0 + time.monotonic() - start, 1),  # all pieces of a resumed run
