@@ -105,6 +105,9 @@ COMPARISONS: dict[int, tuple[str, ...]] = {
         "the same recipe on LeNetWide (twice the channels and hidden units, 0.66 M parameters): its control "
         "(eval/resume/lenetwide_control), undefended, the suite + APGD 3 restarts and Square 10,000 and 30,000: an upper bound"
         "=eval/reports/robustness_lenetwide_at_pgd10_1000+eval/reports/robustness_lenetwide_at_pgd10_strong_1000+eval/reports/robustness_lenetwide_at_pgd10_square30k_1000:undefended",
+        "LeNetWide's control without label smoothing (eval/resume/lenetwide_control_ls0), undefended, the same attacks: an upper bound"
+        "=eval/reports/robustness_lenetwide_at_pgd10_ls0_1000+eval/reports/robustness_lenetwide_at_pgd10_ls0_strong_1000"
+        "+eval/reports/robustness_lenetwide_at_pgd10_ls0_square30k_1000:undefended",
         "LeNetWide with 48,000 class-conditional DDPM samples as 70% of every batch "
         "(eval/resume/lenetwide_ddpm48k_f0.7), undefended, the same attacks: an upper bound"
         "=eval/reports/robustness_lenetwide_at_pgd10_ddpm48k_f0.7_1000"

@@ -25,7 +25,9 @@ def test_worst_case_is_read_when_present_and_the_gap_is_reported():
     masked = curve([0.77] * 8, val_worst=[0.60, 0.62, 0.64, 0.66, 0.68, 0.66, 0.64, 0.62], val_square=[0.6] * 8)
     verdict = convergence(masked)
     assert verdict["key"] == "val_worst" and not verdict["converged"]
-    assert verdict["gradient_free_gap"] == pytest.approx(0.77 - 0.62)
+    assert verdict["gradient_free_gap"] == pytest.approx(0.77 - 0.62) and verdict["masking_suspected"]
+    honest = convergence(curve([0.77] * 8, val_worst=[0.76] * 8, val_square=[0.765] * 8))
+    assert honest["converged"] and not honest["masking_suspected"]
     assert convergence(curve([0.77] * 8))["converged"]  # PGD-10 alone would have passed it
 
 

@@ -300,3 +300,23 @@ def test_the_curve_s_square_leaves_the_global_rng_alone():
     x_adv = square(net, x, y, 0.1, 5, 0)
     assert torch.equal(torch.rand(3), expected)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_held_out_check_repeats_the_curve_s_pgd10_and_adds_square(parts, tmp_path: Path):
+    """eval.convergence_table --square-queries: on the run's own held-out images the final weights'
+    PGD-10 accuracy is the curve's last point (same attack, same seed); the worst case is no higher
+    than either attack."""
+    from eval import convergence_table
+
+    out = tmp_path / "h"
+    train_robust.main(args(parts, out, "--manifold-weight", "0", "--projection-weight", "0", "--val-size", "32",
+                           "--eval-every", "4"))
+    check = convergence_table.held_out_check(str(out), 10)
+    assert check["pgd10"] == pytest.approx(read_config(out)["metadata"]["learning_curve"][-1]["val_pgd10"])
+    assert check["worst"] <= min(check["pgd10"], check["square"])
+    table = convergence_table.convergence_table([str(out)], square_queries=10)
+    assert table.splitlines()[0].endswith("| worst |") and table.count("\n") == 2
+    no_val = tmp_path / "n"
+    train_robust.main(args(parts, no_val, "--manifold-weight", "0", "--projection-weight", "0"))
+    with pytest.raises(ValueError, match="held out no"):
+        convergence_table.held_out_check(str(no_val), 10)

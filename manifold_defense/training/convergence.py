@@ -16,9 +16,43 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["convergence"]
+import torch
+from torch import nn
+
+__all__ = ["MASKING_GAP", "convergence", "curve_point"]
+
+MASKING_GAP = 0.02
+"""How far (as a fraction) the worst case of PGD-10 and Square may sit below PGD-10 alone before the
+run is flagged as masking its gradients (the suite's "white-box beats gradient-free" tolerance)."""
+
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int, int], torch.Tensor]
+"""(C, x, y, eps, steps or queries, seed) -> adversarial images (:class:`.robust.Adversaries`' form)."""
+
+
+@torch.no_grad()
+def curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, it: int, lr: float, *,
+                pgd: Attack | None, gradient_free: Attack | None = None, queries: int = 0) -> dict[str, float]:
+    """One learning-curve point: clean and PGD-10 accuracy of C (in eval mode) on held-out images;
+    with ``queries`` > 0 and a gradient-free attack also its accuracy (``val_square``) and the
+    per-image worst case of both (``val_worst``), which :func:`convergence` then reads.
+
+    Shape:
+        x: (N, C, H, W) held-out images; y: (N,) their classes.
+    """
+    point = {"iteration": it, "lr": lr, "val_clean": float((C(x).argmax(1) == y).float().mean())}
+    if pgd is not None:
+        with torch.enable_grad():
+            x_adv = pgd(C, x, y, eps, 10, 0)
+        right = C(x_adv).argmax(1) == y
+        point["val_pgd10"] = float(right.float().mean())
+        if queries > 0 and gradient_free is not None:
+            right_gf = C(gradient_free(C, x, y, eps, queries, 0)).argmax(1) == y
+            point["val_square"] = float(right_gf.float().mean())
+            point["val_worst"] = float((right & right_gf).float().mean())
+    return point
 
 
 def convergence(curve: Sequence[Mapping[str, float]], *, tail: float = 0.25, tolerance: float = 0.01) -> dict[str, Any]:
@@ -34,8 +68,9 @@ def convergence(curve: Sequence[Mapping[str, float]], *, tail: float = 0.25, tol
     Returns:
         ``key`` (the accuracy read: ``val_worst`` when present, else ``val_pgd10``), ``from_iteration``,
         ``to_iteration``, ``start``, ``end``, ``moved`` (end - start), ``converged`` (``|moved| <
-        tolerance`` over at least two points), and ``gradient_free_gap`` (``val_pgd10 - val_worst`` at
-        the last point) when the curve holds a gradient-free attack.
+        tolerance`` over at least two points), and, when the curve holds a gradient-free attack,
+        ``gradient_free_gap`` (``val_pgd10 - val_worst`` at the last point) and ``masking_suspected``
+        (that gap >= :data:`MASKING_GAP`).
 
     Raises:
         ValueError: an empty curve, a curve without ``val_pgd10``, or ``tail`` outside (0, 1].
@@ -57,5 +92,7 @@ def convergence(curve: Sequence[Mapping[str, float]], *, tail: float = 0.25, tol
         "start": float(first[key]), "end": float(last[key]), "moved": round(moved, 6),
         "converged": first is not last and abs(moved) < tolerance, "tolerance": tolerance}
     if key == "val_worst":
-        verdict["gradient_free_gap"] = round(float(last["val_pgd10"]) - float(last["val_worst"]), 6)
+        gap = float(last["val_pgd10"]) - float(last["val_worst"])
+        verdict["gradient_free_gap"] = round(gap, 6)
+        verdict["masking_suspected"] = gap >= MASKING_GAP
     return verdict

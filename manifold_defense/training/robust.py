@@ -69,7 +69,7 @@ from ..domains import Domain, load_generated, resolve_domain, weights_path
 from ..models import build
 from ..projection import ProjectionConfig, project
 from .cli import device_facts, resolve_device, seed_everything
-from .convergence import convergence
+from .convergence import convergence, curve_point
 from .ema import WeightEMA
 from .mixing import mixed_indices, stratified_order
 from .state import has_state, load_state, save_state
@@ -252,24 +252,6 @@ def _out_of_time(start: float, minutes: float, world: int, device: torch.device)
     if world > 1:
         dist.broadcast(flag, src=0)
     return bool(flag.item())
-
-
-@torch.no_grad()
-def _curve_point(C: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaries: Adversaries, eps: float,
-                 it: int, lr: float, queries: int = 0) -> dict[str, float]:
-    """Clean and PGD-10 accuracy of C on held-out images (C in eval mode); with ``queries`` > 0 also
-    the gradient-free attack's accuracy and the per-image worst case of both (``val_worst``)."""
-    point = {"iteration": it, "lr": lr, "val_clean": float((C(x).argmax(1) == y).float().mean())}
-    if adversaries.pgd is not None:
-        with torch.enable_grad():
-            x_adv = adversaries.pgd(C, x, y, eps, 10, 0)
-        right = C(x_adv).argmax(1) == y
-        point["val_pgd10"] = float(right.float().mean())
-        if queries > 0 and adversaries.gradient_free is not None:
-            right_gf = C(adversaries.gradient_free(C, x, y, eps, queries, 0)).argmax(1) == y
-            point["val_square"] = float(right_gf.float().mean())
-            point["val_worst"] = float((right & right_gf).float().mean())
-    return point
 
 
 def trades_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
@@ -470,7 +452,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
         if rank == 0 and config.eval_every > 0 and (it + 1) % config.eval_every == 0:
             judged = ema.module if ema is not None else trained
             judged.eval()
-            curve.append(_curve_point(judged, x_val, y_val, adversaries, pgd_eps, it + 1, lr, config.val_square_queries))
+            curve.append(curve_point(judged, x_val, y_val, pgd_eps, it + 1, lr, pgd=adversaries.pgd,
+                                     gradient_free=adversaries.gradient_free, queries=config.val_square_queries))
             trained.train()
             bar.write(f"iteration {it + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in curve[-1].items() if k != "iteration"))
         if rank == 0 and (it + 1) % 250 == 0:
