@@ -97,13 +97,15 @@ JOBS: tuple[Job, ...] = (
 )
 # Adversarial training on generated data against its control (issue #44): the reproduced baseline's
 # recipe (Croce et al. 2019's PGD-40 AT of LeNetSmall, classifier_lenet_at), both runs with EMA and label
-# smoothing, one with 70% of every batch generated. Resumable across leases through eval/resume.
+# smoothing, one with 70% of every batch generated. Resumable across leases through eval/resume. Each
+# curve point also runs Square (1,000 queries), so the convergence verdict reads the worst case of
+# PGD-10 and Square and flags masking (the LeNetWide runs on the CPU masked; training.md).
 AT_RECIPE = ("-m", "eval.train_robust", "--architecture", "lenet_small", "--init", "", "--clean-weight", "0",
              "--pgd-weight", "1", "--ae-frac", "0.5", "--pgd-steps", "40", "--pgd-step-factor", "2",
              "--projection-weight", "0", "--manifold-weight", "0", "--batch-size", "128", "--iterations", "46000",
              "--lr", "1e-3", "--lr-schedule", "final_tenth", "--sampling", "epochs", "--eval-every", "2300",
-             "--val-size", "1000", "--ema", "0.995", "--label-smoothing", "0.1", "--device", "cuda",
-             "--max-minutes", "4", "--resume", "true")
+             "--val-size", "1000", "--val-square-queries", "1000", "--ema", "0.995", "--label-smoothing", "0.1",
+             "--device", "cuda", "--max-minutes", "4", "--resume", "true")
 
 
 def _at_job(name: str, *extra: str) -> Job:

@@ -64,3 +64,19 @@ def test_a_quick_report_runs_on_cuda(tmp_path) -> None:
 
     record = robustness.main(["--quick", "--device", "cuda", "--no-checks", "--out", str(tmp_path / "r")])
     assert record is not None and record["device"].startswith("cuda")
+
+
+def test_the_training_curve_s_square_leaves_both_rngs_alone_on_cuda() -> None:
+    from eval.suite.adversaries import adversaries
+    from manifold_defense.training.robust import RobustConfig
+
+    square = adversaries(RobustConfig()).gradient_free
+    assert square is not None
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).cuda()
+    x, y = torch.rand(4, 1, 28, 28, device="cuda"), torch.arange(4, device="cuda")
+    torch.manual_seed(7)
+    expected = (torch.rand(3), torch.rand(3, device="cuda"))
+    torch.manual_seed(7)
+    x_adv = square(net, x, y, 0.1, 5, 0)
+    assert torch.equal(torch.rand(3), expected[0]) and torch.equal(torch.rand(3, device="cuda"), expected[1])
+    assert x_adv.is_cuda and (x_adv - x).abs().max() <= 0.1 + 1e-6
