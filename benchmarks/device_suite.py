@@ -130,10 +130,10 @@ def _judged_job(name: str, runs: str, steps: str, eot: str, minutes: float, *ext
 
 
 JOBS += (
-    Job("generate-ddpm", ("-m", "eval.generate_data", "--generator", "eval/resume/ddpm_cfg", "--n", "200000",
+    Job("generate-ddpm", ("-m", "eval.generate_data", "--generator", "ddpm_cfg", "--n", "200000",
                           "--shard-size", "20000", "--batch-size", "5000", "--device", "cuda", "--max-minutes", "2",
                           "--out", "data/generated/ddpm_cfg"), 3.0, ("data/generated/ddpm_cfg/generated.json",),
-        ("classifier",), long=True),
+        ("classifier", "ddpm_cfg"), long=True),  # the shipped checkpoint every CPU sample set came from
     _judged_job("judged-diffpure-base", "4", "200", "8", 3.0),
     _judged_job("judged-diffpure-x2", "4", "400", "16", 7.0, "--doubling-of", _JUDGED_OUT.format("base")),
     _at_job("at_control_lenet"),
