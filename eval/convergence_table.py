@@ -52,6 +52,9 @@ RUNS = (
     "eval/resume/lenetwide_control",
     "eval/resume/lenetwide_ddpm48k_f0.7",
     "eval/resume/lenetwide_control_ls0",
+    "eval/resume/lenetsmall_pgd10_8k",  # three 8,000-iteration diagnostics with Square on the curve
+    "eval/resume/lenetwide_pgd10_8k",
+    "eval/resume/lenetwide_pgd40_8k",
     "manifold_defense/weights/fashion_mnist/classifier_pgd_at",
     "manifold_defense/weights/fashion_mnist/classifier_trades",
     "manifold_defense/weights/fashion_mnist/classifier_amortised_at",
@@ -115,7 +118,8 @@ def convergence_table(paths: Sequence[str], *, tail: float = 0.25, tolerance: fl
              "|---|---|---|---|---|---|---|" + "---|" * (3 if square_queries > 0 else 0)]
     for path in paths:
         r = _row(path, tail, tolerance)
-        gap = f"; Square adds {100 * r['gradient_free_gap']:.1f}" if "gradient_free_gap" in r else ""
+        gap = (f"; Square adds {100 * r['gradient_free_gap']:.1f}{' (masking?)' if r['masking_suspected'] else ''}"
+               if "gradient_free_gap" in r else "")
         line = (f"| {r['run']} | {r['key']} | {r['from_iteration']:,} -> {r['to_iteration']:,} | "
                 f"{100 * r['start']:.1f}% | {100 * r['end']:.1f}% | {100 * r['moved']:+.1f} | "
                 f"{'converged' if r['converged'] else 'not converged'}{gap} |")

@@ -19,6 +19,9 @@ def test_the_last_quarter_decides():
     assert not convergence(rising)["converged"] and convergence(rising)["moved"] == pytest.approx(0.04)
     falling = curve([0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.69, 0.68])  # robust overfitting is not convergence either
     assert not convergence(falling)["converged"]
+    one_point = curve([0.7, 0.7, 0.7, 0.7, 0.7, 0.742, 0.7, 0.752], key="val_pgd10")
+    one_point[5]["val_pgd10"], one_point[7]["val_pgd10"] = 0.7419999837875366, 0.7519999742507935  # as float32 stores them
+    assert not convergence(one_point)["converged"]  # a move of exactly one point is not "less than one point"
 
 
 def test_worst_case_is_read_when_present_and_the_gap_is_reported():
