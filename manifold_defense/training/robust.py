@@ -476,7 +476,8 @@ def train(config: RobustConfig, adversaries: Adversaries | None = None) -> nn.Mo
             "iterations_done": it,
             "stopped_by_budget": it < config.iterations,
             "learning_curve": curve,
-            **({"convergence": convergence(curve)} if curve and "val_pgd10" in curve[-1] else {}),
+            **({"convergence": convergence(curve)}  # a run stopped by its budget gets none until it ends
+               if curve and "val_pgd10" in curve[-1] and it >= config.iterations else {}),
             "world_size": world,
             "test_accuracy_first_2000": test_acc,
             "train_seconds": round(seconds0 + time.monotonic() - start, 1),  # all pieces of a resumed run
