@@ -33,7 +33,7 @@ import torch
 
 from manifold_defense.domains import resolve_domain
 from manifold_defense.models import load_model, read_config
-from manifold_defense.training.convergence import MASKING_GAP, convergence
+from manifold_defense.training.convergence import MASKING_GAP, convergence, curve_point
 from manifold_defense.training.robust import RobustConfig
 from manifold_defense.utils import ToolParser, integer, real, run
 
@@ -94,11 +94,9 @@ def held_out_check(path: str, queries: int) -> dict[str, float]:
     attacks = adversaries(robust)
     if attacks.pgd is None or attacks.gradient_free is None:
         raise ValueError("eval.suite.adversaries must provide PGD and Square")
-    x_pgd = attacks.pgd(C, x, y, eps, 10, 0)  # one batch, as the learning curve ran it
-    x_sq = attacks.gradient_free(C, x, y, eps, queries, 0)
-    with torch.no_grad():
-        pgd, sq = C(x_pgd).argmax(1) == y, C(x_sq).argmax(1) == y
-    return {"pgd10": float(pgd.float().mean()), "square": float(sq.float().mean()), "worst": float((pgd & sq).float().mean())}
+    point = curve_point(C, x, y, eps, 0, 0.0, pgd=attacks.pgd, gradient_free=attacks.gradient_free,
+                        queries=queries)  # the learning curve's own measurement, on one batch as it ran
+    return {"pgd10": point["val_pgd10"], "square": point["val_square"], "worst": point["val_worst"]}
 
 
 def convergence_table(paths: Sequence[str], *, tail: float = 0.25, tolerance: float = 0.01, square_queries: int = 0) -> str:
